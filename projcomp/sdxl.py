@@ -359,6 +359,8 @@ def term_predictions(pipe, terms: _Terms, x: torch.Tensor, t, time_ids: torch.Te
 
 def combine(eps: torch.Tensor, weights: Sequence[float]) -> torch.Tensor:
     """Def 5.1 in ε-space: ε_b + Σ_i w_i (ε_i − ε_b). eps: [k+1, ...] with the background first."""
+    if eps.dtype in (torch.float16, torch.bfloat16):  # accumulate k terms in fp32, hand back the UNet dtype
+        return combine(eps.float(), weights).to(eps.dtype)
     out = eps[0].clone()
     for w, e in zip(weights, eps[1:]):
         out += w * (e - eps[0])
@@ -601,6 +603,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "image: CLIP image embeddings of per-concept samples)")
     p.add_argument("--image-encoder", default=None, help="local CLIPVisionModelWithProjection folder for --heuristic image")
     p.add_argument("--threshold", type=float, default=None, help="heuristic |cos| threshold (default 0.5)")
+    p.add_argument("--heuristic-only", action="store_true",
+                   help="compute --heuristic (default text) without sampling the composition (Fig 8)")
     p.add_argument("--spec", default=None, help="read a spec.json instead of the options above (except --outdir)")
     return p
 
@@ -624,22 +628,27 @@ def run(args: argparse.Namespace, argv: Optional[Sequence[str]] = None) -> dict:
     check_model(spec.model)  # fail before any download
     pipe = load_pipeline(spec.model, device=args.device)
 
-    from tqdm.auto import tqdm
-    bar = tqdm(desc="denoising", unit="eval")
-
-    def progress(step, total, latents):
-        bar.total = total
-        bar.update(1)
-
-    result = compose(pipe, spec, callback=progress)
-    bar.close()
-    os.makedirs(args.outdir, exist_ok=True)
+    if args.heuristic_only and args.heuristic is None:
+        args.heuristic = "text"
     files = []
-    for seed, im in zip(result.spec.seeds, result.images):
-        name = f"seed{seed:06d}.png"
-        im.save(os.path.join(args.outdir, name))
-        files.append(name)
-    record = {"version": SPEC_VERSION, **result.spec.to_dict(), "outputs": files,
+    if not args.heuristic_only:
+        from tqdm.auto import tqdm
+        bar = tqdm(desc="denoising", unit="eval")
+
+        def progress(step, total, latents):
+            bar.total = total
+            bar.update(1)
+
+        result = compose(pipe, spec, callback=progress)
+        bar.close()
+        spec = result.spec
+        os.makedirs(args.outdir, exist_ok=True)
+        for seed, im in zip(spec.seeds, result.images):
+            name = f"seed{seed:06d}.png"
+            im.save(os.path.join(args.outdir, name))
+            files.append(name)
+    os.makedirs(args.outdir, exist_ok=True)
+    record = {"version": SPEC_VERSION, **spec.to_dict(), "outputs": files,
               "device": str(pipe._execution_device), "dtype": str(pipe.unet.dtype).replace("torch.", ""),
               "command": "python -m projcomp.sdxl " + " ".join(argv if argv is not None else sys.argv[1:])}
     if args.heuristic is not None:

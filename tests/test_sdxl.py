@@ -321,3 +321,12 @@ def test_image_heuristic_on_given_images(pipe):
     assert m[0, 1] > m[0, 2]  # same concept's samples point the same way
     with pytest.raises(SDXLSpecError):
         sdxl.image_heuristic(pipe, spec(), images={"red": groups["red"]})
+
+
+def test_cli_heuristic_only_writes_no_images(model_dir, tmp_path):
+    out = tmp_path / "fig8"
+    assert sdxl.main(["--prompt", "photo of a dog", "--prompt", "photo of a horse", "--prompt", "hat",
+                      "--model", model_dir, "--outdir", str(out), "--heuristic-only", "--device", "cpu"]) == 0
+    rec = json.loads((out / "heuristic.json").read_text())
+    assert rec[0]["mode"] == "text" and len(rec[0]["matrix"]) == 3
+    assert sorted(p.name for p in out.iterdir()) == ["heuristic.json", "heuristic_text.png", "spec.json"]
