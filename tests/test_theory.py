@@ -203,6 +203,7 @@ def test_eq17_acceptance_empty_vs_bayes():
     assert e["other_max_abs"] <= 0.05
     assert e["factorized"] and not b["factorized"]
     assert e["composed_mean"] - b["composed_mean"] > 0.3      # Bayes is dimmer by a wide margin (≈ 0.75)
+    assert e["all_composed_on_rate"] == 1.0 and b["all_composed_on_rate"] < 0.1
     assert e["projective"] < 0.05 < b["projective"]           # max W1 of Π_i♯p̂ vs Π_i♯p_i
 
 
