@@ -26,12 +26,12 @@ import numpy as np
 from .scene import (BACK_LIGHT, CLEVR_RGB, FILL_LIGHT, KEY_LIGHT, SIZES, object_radius,
                     scene_camera)
 
-GROUND_ALBEDO = 0.62          # linear grey of the floor
-SKY_COLOR = 0.035             # dark environment above the horizon (seen in metal reflections)
-KEY_POWER, FILL_POWER, BACK_POWER = 1.0, 0.30, 0.22
-AMBIENT = 0.30                # hemispherical sky light
+GROUND_ALBEDO = 0.80          # linear grey of the floor (lighter than CLEVR's gray objects, 0.34)
+SKY_COLOR = 0.16              # dim environment above the horizon (seen in metal reflections)
+KEY_POWER, FILL_POWER, BACK_POWER = 0.62, 0.30, 0.22
+AMBIENT = 0.32                # hemispherical sky light
 KEY_LAMP_SIZE = 1.4           # side of the key lamp's square area (world units) -> soft shadows
-EXPOSURE = 1.0
+EXPOSURE = 0.75
 EPS = 1e-3
 
 _SHAPE_CODE = {'sphere': 0, 'cube': 1, 'cylinder': 2}
@@ -177,10 +177,10 @@ def _lights(scene):
 
 
 def _falloff(lp, p):
-    """Soft distance falloff (1 at the scene centre, ~1/d far away)."""
+    """Soft distance falloff: 1 at the scene centre, ~1/d far away."""
     d0 = float(np.linalg.norm(lp))
     d = np.linalg.norm(p - lp, axis=-1)
-    return (d0 * d0 + 4.0) / (d * d0 + 4.0)
+    return (d0 + 6.0) / (d + 6.0)
 
 
 def _lambert(lp, p, n, power):
@@ -194,7 +194,7 @@ def _ground_ao(objs, p):
     for ob in objs:
         dist = np.hypot(p[:, 0] - ob.c[0], p[:, 1] - ob.c[1])
         foot = ob.r * (0.35 if ob.code == 0 else 1.0)
-        ao *= 1.0 - 0.45 * np.exp(-np.maximum(dist - foot, 0) / (0.45 * ob.r))
+        ao *= 1.0 - 0.22 * np.exp(-np.maximum(dist - foot, 0) / (0.35 * ob.r))
     return ao
 
 
@@ -274,7 +274,7 @@ def _shade(scene, o, d, t, idx, objs, sub, n_sub):
                 # fade the reflected floor into the dark sky towards the horizon
                 fade = np.clip(-r[down, 2] * 4.0, 0, 1)
                 env[down] = env_g * fade + env[down] * (1 - fade)
-            fres = 0.85
+            fres = 0.6
             col = ob.albedo[None] * (0.08 * irr[m] * occl + fres * env * occl)[:, None]
             spec = kdiff[m] * ndh[m] ** 90 * 3.0
             col += spec[:, None] * (0.6 * ob.albedo[None] + 0.4)
@@ -300,8 +300,14 @@ def _box(x, ss):
 
 
 def render_linear(scene, resolution=64, supersample=None):
-    """Linear-RGB float image [R,R,3] of the square crop (before the sRGB curve)."""
-    ss = supersample or default_supersample(resolution)
+    """Linear-RGB float image [R,R,3] of the square crop (before the sRGB curve).
+
+    An empty scene is a smooth field (floor shading only, no edges or shadows), so it is sampled
+    once per pixel by default; supersampling it changes no pixel by more than 1/255.
+    """
+    if supersample is None:
+        supersample = default_supersample(resolution) if scene['objects'] else 1
+    ss = supersample
     cam = scene_camera(scene)
     px, py, sub = _grid(cam, resolution, ss)
     o, d, t, idx, objs = _primary(scene, px, py)

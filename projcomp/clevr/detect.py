@@ -1,0 +1,381 @@
+"""Model-free CLEVR object detector: how evaluation, tests and the app judge compositions.
+
+The paper counted objects by hand (Table 1); this replaces that with a judge that needs no
+download. Pipeline (works on renders and on blurrier generated samples):
+
+1. Floor model. The floor is a smooth grey field, so log-luminance is fitted by a cubic surface in
+   image coordinates with iterative outlier rejection (objects, shadows and highlights drop out).
+2. Foreground = chroma (sRGB max-min) above `chroma_thr`, OR luminance below `dark_ratio` x floor
+   (grey objects: darker than any key-lamp shadow, whose ratio stays above it), OR above
+   `bright_ratio` x floor (highlights). Shadows are grey and only mildly darker, so they are not
+   foreground; highlights are absorbed into the object they sit on.
+3. Colour labels per pixel from the direction of the linear-RGB chromaticity offset from grey
+   (shading scales linear RGB, tinting keeps the direction, blending with the floor shortens it),
+   nearest of the 7 CLEVR hues by cosine; low-chroma dark pixels are 'gray'; uncertain pixels
+   (edges, highlights) take the label of the nearest labelled pixel in their blob.
+4. Connected components per label, then touching objects of the same colour are split where the
+   distance transform has two peaks joined by a neck (watershed from the peaks).
+5. Centre = centroid, size = area against the area a large/small object would have at that
+   image position under the CLEVR camera, colour = majority label.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+from scipy.optimize import linear_sum_assignment
+
+from .render import srgb_to_linear
+from .scene import CLEVR_COLORS, CLEVR_RGB, Camera
+
+_HUES = [c for c in CLEVR_COLORS if c != 'gray']
+
+
+def _palette_dirs():
+    v = []
+    for c in _HUES:
+        lin = np.array(CLEVR_RGB[c], np.float64) / 255.0
+        ch = lin / lin.sum() - 1 / 3
+        v.append(ch / np.linalg.norm(ch))
+    return np.array(v, np.float32)
+
+
+_DIRS = _palette_dirs()
+
+
+def to_srgb_hwc(image) -> np.ndarray:
+    """uint8 HWC, float HWC in [0,1], or float CHW in [-1,1] (numpy or torch) -> float32 HWC [0,1]."""
+    if hasattr(image, 'detach'):
+        image = image.detach().cpu().float().numpy() if image.dtype.is_floating_point else image.detach().cpu().numpy()
+    x = np.asarray(image)
+    if x.ndim != 3:
+        raise ValueError(f'detect expects one image (HWC uint8 or CHW float), got shape {x.shape}')
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / 255.0
+    x = x.astype(np.float32)
+    if x.shape[0] == 3 and x.shape[-1] != 3:       # CHW in [-1, 1]
+        return np.clip((x.transpose(1, 2, 0) + 1) / 2, 0, 1)
+    return np.clip(x, 0, 1)
+
+
+def floor_model(logy, usable, iters=4, tol=0.12):
+    """Cubic-surface fit of the floor's log-luminance; returns (fit [H,W], inlier mask)."""
+    H, W = logy.shape
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    x = (xx + 0.5) / W * 2 - 1
+    y = (yy + 0.5) / H * 2 - 1
+    A = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y, x ** 3, x * x * y, x * y * y, y ** 3], -1).reshape(-1, 10)
+    b = logy.reshape(-1)
+    m = usable.reshape(-1).copy()
+    fit = np.full(H * W, np.median(b[m]) if m.any() else np.median(b))
+    for it in range(iters):
+        if m.sum() < 20:
+            break
+        Am = A[m].astype(np.float64)        # normal equations: a 10x10 solve (lstsq is slow here)
+        coef = np.linalg.solve(Am.T @ Am + 1e-6 * np.eye(10), Am.T @ b[m])
+        fit = A @ coef
+        res = b - fit
+        t = tol if it else 2.5 * tol
+        m = usable.reshape(-1) & (np.abs(res) < t)
+    return fit.reshape(H, W), m.reshape(H, W)
+
+
+def _expected_areas(cam: Camera, u, v, R):
+    """Areas (px^2 at R) of a large and a small object whose centre projects to (u, v)."""
+    px, py = cam.from_square(u, v, R)
+    d = cam.rays(np.array([px]), np.array([py]))[0]
+    o = np.asarray(cam.location)
+    fR = cam.focal_px * R / cam.crop[2]
+    out = []
+    for r in (0.7, 0.35):
+        t = (r - o[2]) / d[2]
+        dist = np.linalg.norm(d * t)
+        out.append(np.pi * (fR * r / dist) ** 2 * 0.9)
+    return out
+
+
+def detect(image, chroma_thr=0.09, dark_ratio=0.55, bright_ratio=1.3, min_area=None,
+           return_labels=False):
+    """Objects in one CLEVR-like image.
+
+    Returns a list of dicts {center: (x, y) pixels (continuous coords, pixel (i,j) spans
+    [i,i+1) x [j,j+1)), color: CLEVR colour name, size: 'large'|'small', area: pixels}; with
+    return_labels=True also the [H,W] int label image (0 = floor, k = detection k-1).
+    """
+    srgb = to_srgb_hwc(image)
+    H, W, _ = srgb.shape
+    R = W
+    lin = srgb_to_linear(srgb)
+    Y = lin @ np.array([0.2126, 0.7152, 0.0722], np.float32) + 1e-4
+    chroma = srgb.max(-1) - srgb.min(-1)
+    logy = np.log(Y)
+    fit, inl = floor_model(logy, chroma < chroma_thr * 0.7)
+    ratio = np.exp(logy - fit)
+    fg = (chroma > chroma_thr) | (ratio < dark_ratio) | (ratio > bright_ratio)
+    fg = ndi.binary_fill_holes(fg)       # mirror-reflections / highlights inside metal objects
+    if min_area is None:
+        min_area = max(2, int(round(0.0016 * H * W)))
+
+    # per-pixel colour labels: 1..7 hues, 8 gray, 0 unknown
+    s = lin.sum(-1, keepdims=True) + 1e-6
+    off = lin / s - 1 / 3
+    mag = np.linalg.norm(off, axis=-1)
+    cos = (off / (mag[..., None] + 1e-9)) @ _DIRS.T
+    hue = cos.argmax(-1) + 1
+    lab = np.zeros((H, W), np.int32)
+    colourful = fg & (mag > 0.07) & (chroma > chroma_thr * 0.8)
+    lab[colourful] = hue[colourful]
+    grey = fg & (mag < 0.045) & (ratio < dark_ratio * 0.8)      # strictly darker than shadows
+    lab[grey] = len(_HUES) + 1
+    # one-pixel-thin runs of a label are edge blends (object/floor, object/object): re-assign them
+    for k in np.unique(lab[lab > 0]):
+        m = lab == k
+        thin = m & ~ndi.binary_opening(m, np.ones((2, 2)))
+        lab[thin] = 0
+    unknown = fg & (lab == 0)
+    if unknown.any() and (lab > 0).any():
+        _, (iy, ix) = ndi.distance_transform_edt(lab == 0, return_indices=True)
+        near = lab[iy, ix]
+        blobs, _ = ndi.label(fg, np.ones((3, 3)))
+        same = blobs[iy, ix] == blobs
+        lab[unknown & same] = near[unknown & same]
+    lab[~fg] = 0
+
+    # components per label; tiny ones merge into the neighbour with the longest shared border
+    comps = np.zeros((H, W), np.int32)
+    ncomp = 0
+    for k in range(1, len(_HUES) + 2):
+        c, n = ndi.label(lab == k, np.ones((3, 3)))
+        comps[c > 0] = c[c > 0] + ncomp
+        ncomp += n
+    comps = _absorb_small(comps, ncomp, min_area)
+
+    cam = Camera()
+    dets, final = [], np.zeros((H, W), np.int32)
+    for ci, sl in enumerate(ndi.find_objects(comps), 1):
+        if sl is None:
+            continue
+        sl = tuple(slice(max(a.start - 1, 0), a.stop + 1) for a in sl)     # 1-px margin
+        mask = comps[sl] == ci
+        area = int(mask.sum())
+        if area < min_area:
+            continue
+        vals = lab[sl][mask]
+        k = int(np.bincount(vals, minlength=len(_HUES) + 2)[1:].argmax()) + 1
+        color = 'gray' if k == len(_HUES) + 1 else _HUES[k - 1]
+        for part in _split_convex(mask, min_area):
+            a = int(part.sum())
+            ys, xs = np.nonzero(part)
+            cx, cy = float(xs.mean() + 0.5 + sl[1].start), float(ys.mean() + 0.5 + sl[0].start)
+            aL, aS = _expected_areas(cam, cx, cy, R)
+            size = 'large' if a > np.sqrt(aL * aS) else 'small'
+            dets.append({'center': (cx, cy), 'color': color, 'size': size, 'area': a})
+            final[sl][part] = len(dets)
+    return (dets, final) if return_labels else dets
+
+
+def _absorb_small(comps, n, min_area):
+    """Components smaller than min_area join the neighbour sharing the longest border."""
+    if n == 0:
+        return comps
+    areas = np.bincount(comps.ravel(), minlength=n + 1)
+    for ci, sl in enumerate(ndi.find_objects(comps), 1):
+        if sl is None or areas[ci] >= min_area:
+            continue
+        sl = tuple(slice(max(a.start - 1, 0), a.stop + 1) for a in sl)
+        sub = comps[sl]
+        m = sub == ci
+        ring = ndi.binary_dilation(m, np.ones((3, 3))) & ~m
+        nb = sub[ring]
+        nb = nb[(nb > 0) & (nb != ci)]
+        if nb.size:
+            sub[m] = np.bincount(nb).argmax()
+    ids = np.unique(comps)
+    ids = ids[ids > 0]
+    lut = np.zeros(comps.max() + 1, np.int32)
+    lut[ids] = np.arange(1, len(ids) + 1)
+    return lut[comps]
+
+
+def _solidity(mask):
+    """Digital convexity: pixels / lattice points inside the convex hull of the pixel centres.
+
+    By construction it is 1 for any digitised convex shape (all CLEVR silhouettes), whatever its
+    size, and drops where two blobs join.
+    """
+    from scipy.spatial import ConvexHull
+    ys, xs = np.nonzero(mask)
+    if len(ys) < 4 or xs.min() == xs.max() or ys.min() == ys.max():
+        return 1.0
+    try:
+        hull = ConvexHull(np.stack([xs, ys], -1).astype(np.float64))
+    except Exception:   # collinear
+        return 1.0
+    gy, gx = np.mgrid[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    g = np.stack([gx.ravel(), gy.ravel(), np.ones(gx.size)], -1)
+    inside = (g @ hull.equations.T <= 1e-6).all(-1).sum()
+    return float(len(ys) / max(inside, 1))
+
+
+def _split_convex(mask, min_area, depth=0):
+    """Split a same-colour blob that is the union of several objects.
+
+    Every CLEVR object projects to a convex silhouette, so a blob that is clearly non-convex is
+    split in two (watershed of the distance transform from a pair of its peaks, or 2-means on
+    pixel coordinates); the most convex split is kept when both parts are convex. Recursive.
+    """
+    if depth > 3 or mask.sum() < 2 * min_area:
+        return [mask]
+    sol = _solidity(mask)
+    if sol > 0.92:
+        return [mask]
+    best = None
+    for parts in _peak_pairs(mask, min_area) + [_kmeans2(mask)]:
+        if len(parts) != 2 or min(p.sum() for p in parts) < min_area:
+            continue
+        s2 = min(_solidity(p) for p in parts)
+        if s2 > sol + 0.06 and s2 > 0.96 and (best is None or s2 > best[0]):
+            best = (s2, parts)
+    if best is None:
+        return [mask]
+    out = []
+    for p in best[1]:
+        out += _split_convex(p, min_area, depth + 1)
+    return out
+
+
+def _peak_pairs(mask, min_area, top=4):
+    """Two-part watershed splits seeded at pairs of the strongest distance-transform peaks."""
+    dt = ndi.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    peaks = (dt == ndi.maximum_filter(dt, size=3)) & mask & (dt >= 1.0)
+    py, px = np.nonzero(peaks)
+    order = np.argsort(-dt[py, px])[:top]
+    elev = (dt.max() - dt) / max(dt.max(), 1e-6) * 254
+    elev = np.where(mask, elev, 255).astype(np.uint8)
+    out = []
+    for a in range(len(order)):
+        for b in range(a + 1, len(order)):
+            i, j = order[a], order[b]
+            if abs(py[i] - py[j]) + abs(px[i] - px[j]) < 3:
+                continue
+            markers = np.zeros(mask.shape, np.int32)
+            markers[~mask] = -1
+            markers[py[i], px[i]] = 1
+            markers[py[j], px[j]] = 2
+            ws = ndi.watershed_ift(elev, markers)
+            out.append([(ws == 1) & mask, (ws == 2) & mask])
+    return out
+
+
+def _kmeans2(mask, iters=10):
+    ys, xs = np.nonzero(mask)
+    pts = np.stack([xs, ys], -1).astype(np.float64)
+    c = pts.mean(0)
+    cov = np.cov(pts.T) if len(pts) > 2 else np.eye(2)
+    w, v = np.linalg.eigh(cov)
+    ax = v[:, -1] * np.sqrt(max(w[-1], 1e-6))
+    cent = np.stack([c - ax, c + ax])
+    for _ in range(iters):
+        a = np.linalg.norm(pts[:, None] - cent[None], axis=-1).argmin(1)
+        if a.min() == a.max():
+            return [mask]
+        cent = np.stack([pts[a == k].mean(0) for k in range(2)])
+    parts = []
+    for k in range(2):
+        m = np.zeros_like(mask)
+        m[ys[a == k], xs[a == k]] = True
+        parts.append(m)
+    return parts
+
+
+def _split(mask, min_area, neck=0.72, max_parts=None):
+    """Split a same-colour blob at distance-transform necks; returns a list of masks."""
+    dt = ndi.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    peaks = (dt == ndi.maximum_filter(dt, size=3)) & mask & (dt >= 1.5)
+    py, px = np.nonzero(peaks)
+    if len(py) <= 1:
+        return [mask]
+    order = np.argsort(-dt[py, px])
+    kept = []
+    for j in order:
+        pj = (py[j], px[j])
+        sep = True
+        for i in kept:
+            pi = (py[i], px[i])
+            n = int(max(abs(pi[0] - pj[0]), abs(pi[1] - pj[1]))) * 2 + 2
+            ly = np.linspace(pi[0], pj[0], n).round().astype(int)
+            lx = np.linspace(pi[1], pj[1], n).round().astype(int)
+            if dt[ly, lx].min() >= neck * min(dt[pi], dt[pj]):
+                sep = False
+                break
+        if sep:
+            kept.append(j)
+            if max_parts and len(kept) >= max_parts:
+                break
+    if len(kept) <= 1:
+        return [mask]
+    markers = np.zeros(mask.shape, np.int32)
+    for m, j in enumerate(kept, 1):
+        markers[py[j], px[j]] = m
+    # watershed on the inverted distance transform, restricted to the blob
+    elev = (dt.max() - dt) / max(dt.max(), 1e-6) * 254
+    elev = np.where(mask, elev, 255).astype(np.uint8)
+    markers[~mask] = -1
+    ws = ndi.watershed_ift(elev, markers)
+    parts = [(ws == m) & mask for m in range(1, len(kept) + 1)]
+    parts = [p for p in parts if p.sum() >= min_area]
+    return parts or [mask]
+
+
+def match(detections, requested_xy, radius):
+    """Match detections to requested centres (pixels) one-to-one within `radius` pixels.
+
+    Returns {'hits': [bool per request], 'assignment': [detection index or None per request],
+    'num_detected', 'num_requested', 'exact_count': num_detected == num_requested,
+    'all_hit': all requests hit and exact count}.
+    """
+    req = np.asarray(requested_xy, np.float64).reshape(-1, 2)
+    det = np.asarray([d['center'] for d in detections], np.float64).reshape(-1, 2)
+    hits = [False] * len(req)
+    assign = [None] * len(req)
+    if len(req) and len(det):
+        cost = np.linalg.norm(req[:, None] - det[None], axis=-1)
+        big = cost > radius
+        rows, cols = linear_sum_assignment(np.where(big, 1e6, cost))
+        for r, c in zip(rows, cols):
+            if not big[r, c]:
+                hits[r] = True
+                assign[r] = int(c)
+    exact = len(det) == len(req)
+    return {'hits': hits, 'assignment': assign, 'num_detected': len(det), 'num_requested': len(req),
+            'exact_count': exact, 'all_hit': exact and all(hits)}
+
+
+def evaluate_scenes(scenes, images, radius=None):
+    """Detector accuracy against scene JSONs whose pixel_coords are in the images' frame.
+
+    Returns {'count_acc', 'center_err' (mean px over matched), 'center_err_p95', 'color_acc',
+    'size_acc', 'recall', 'n_scenes', 'n_objects'}.
+    """
+    exact, errs, col, size, matched, total = 0, [], 0, 0, 0, 0
+    for scene, img in zip(scenes, images):
+        R = img.shape[1] if img.shape[-1] == 3 else img.shape[-1]
+        rad = radius or max(2.0, 0.08 * R)
+        dets = detect(img)
+        gt = [o['pixel_coords'][:2] for o in scene['objects']]
+        m = match(dets, gt, rad)
+        exact += m['exact_count']
+        total += len(gt)
+        for o, a in zip(scene['objects'], m['assignment']):
+            if a is None:
+                continue
+            matched += 1
+            d = dets[a]
+            errs.append(float(np.hypot(d['center'][0] - o['pixel_coords'][0], d['center'][1] - o['pixel_coords'][1])))
+            col += d['color'] == o['color']
+            size += d['size'] == o['size']
+    n = max(len(scenes), 1)
+    return {'count_acc': exact / n, 'center_err': float(np.mean(errs)) if errs else 0.0,
+            'center_err_p95': float(np.percentile(errs, 95)) if errs else 0.0,
+            'color_acc': col / max(matched, 1), 'size_acc': size / max(matched, 1),
+            'recall': matched / max(total, 1), 'n_scenes': len(scenes), 'n_objects': total}
