@@ -1,0 +1,196 @@
+"""Training: the tiny preset learns, resumes bit-identically after SIGKILL, and DDP (gloo) matches
+a single process with the same global batch."""
+
+import io
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from projcomp import train as T
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write_dataset(path, n=48, resolution=16, seed=0):
+    """A dataset zip in the CONTRACTS format: one red square per image, labelled by its centre."""
+    rng = np.random.default_rng(seed)
+    labels = []
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        for i in range(n):
+            img = np.full((resolution, resolution, 3), 60, np.uint8)
+            x, y = rng.uniform(0.2, 0.8, 2)
+            cx, cy = int(x * resolution), int(y * resolution)
+            img[cy - 2:cy + 2, cx - 2:cx + 2] = [200, 40, 40]
+            name = f"00000/img{i:08d}.png"
+            buf = io.BytesIO()
+            Image.fromarray(img).save(buf, format="png")
+            zf.writestr(name, buf.getvalue())
+            labels.append([name, [float(x), float(y)]])
+        meta = {"preset": "test-squares", "resolution": resolution, "num_images": n, "seed": seed,
+                "condition": {"type": "location", "dim": 2}, "command": "tests/test_train.py", "version": 1}
+        zf.writestr("dataset.json", json.dumps({"labels": labels, "projcomp": meta}))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def data16(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("data") / "squares-16.zip")
+
+
+def run_cli(args, **kw):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO)
+    return subprocess.Popen([sys.executable, "-m", "projcomp.train", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def weights(folder):
+    return load_file(os.path.join(folder, "model.safetensors"))
+
+#----------------------------------------------------------------------------
+
+
+def test_schedules_and_config():
+    # EDM2 lr: linear warm-up, then alpha_ref / sqrt(t / t_ref) after t_ref updates.
+    assert T.learning_rate(0, 64, 0.01, 100, 640) == 0.0
+    assert T.learning_rate(320, 64, 0.01, 100, 640) == pytest.approx(0.005)
+    assert T.learning_rate(64 * 100, 64, 0.01, 100, 640) == pytest.approx(0.01)
+    assert T.learning_rate(64 * 400, 64, 0.01, 100, 640) == pytest.approx(0.005)
+    # Power-function EMA: exp_to_std(std_to_exp(s)) = s (EDM2 Eq. 3).
+    for s in (0.05, 0.1, 0.2):
+        g = T.std_to_exp(s)
+        assert math.sqrt((g + 1) / ((g + 2) ** 2 * (g + 3))) == pytest.approx(s, rel=1e-6)
+    assert T.parse_nimg("2Mi") == 2 * 2 ** 20 and T.parse_nimg("500k") == 500_000 and T.parse_nimg(4096) == 4096
+    with pytest.raises(T.TrainError, match="--duration"):
+        T.parse_nimg("lots", "duration")
+
+
+def test_paper_preset_and_dry_run(capsys):
+    assert T.main(["--preset", "paper-xs", "--dry-run"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    expected = dict(resolution=128, model_channels=128, channel_mult=[1, 2, 3, 4], num_blocks=3,
+                    attn_resolutions=[16, 8], batch=2048, duration=128 * 2 ** 20, lr=0.012, t_ref=35000,
+                    rampup=10 * 2 ** 20, P_mean=-0.8, P_std=1.6, avg_last=4096, force_wn="after", dropout=0.0,
+                    beta1=0.9, beta2=0.99, sigma_data=0.5, ema_stds=[])
+    assert {k: cfg[k] for k in expected} == expected
+    assert T.main(["--preset", "cpu-32", "--dry-run", "--lr", "0.5", "--duration", "2Mi", "--ema-stds", "0.05,0.1",
+                   "--bf16", "--force-wn", "before", "--batch-gpu", "16"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert (cfg["lr"], cfg["duration"], cfg["ema_stds"], cfg["bf16"], cfg["force_wn"], cfg["batch_gpu"]) == \
+        (0.5, 2 * 2 ** 20, [0.05, 0.1], True, "before", 16)
+    assert T.main(["--preset", "cpu-32", "--dry-run", "--force-wn", "sometimes"]) == 2
+    assert "--force-wn 'sometimes'" in capsys.readouterr().err
+
+
+def test_wrong_resolution_dataset_names_the_file(data16, tmp_path, capsys):
+    rc = T.main(["--preset", "tiny", "--resolution", "32", "--data", data16, "--outdir", str(tmp_path / "r"),
+                 "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "squares-16.zip: images are 16x16" in err and "32x32" in err
+    assert T.main(["--preset", "tiny", "--data", str(tmp_path / "missing.zip"), "--outdir", str(tmp_path / "r")]) == 2
+    assert "missing.zip" in capsys.readouterr().err
+
+
+def test_tiny_preset_trains_and_samples(data16, tmp_path):
+    cfg = T.resolve_config("tiny", {"duration": "1536", "avg_last": 8, "ema_stds": [0.1]})
+    final = T.training_loop(cfg, data16, str(tmp_path / "run"), progress=False)
+    stats = [json.loads(l) for l in open(tmp_path / "run" / "stats.jsonl")]
+    assert stats[-1]["cur_nimg"] == 1536 and len(stats) == 1536 // 128
+    # The loss falls: the weighted denoising error and the full (uncertainty) loss.
+    assert stats[-1]["loss_raw"] < 0.6 * stats[0]["loss_raw"]
+    assert stats[-1]["loss"] < stats[0]["loss"] - 0.5
+
+    # Forced weight normalisation after each update: stored MPConv weights have unit RMS rows.
+    state = sorted(p for p in os.listdir(tmp_path / "run") if p.endswith(".safetensors"))[-1]
+    st = load_file(str(tmp_path / "run" / state))
+    w = st["net.unet.enc.16x16_block0.conv_res0.weight"]
+    assert torch.allclose(w.pow(2).mean(dim=(1, 2, 3)).sqrt(), torch.ones(w.shape[0]), atol=1e-4)
+    # The final weights are the running mean of the last 8 updates (not the last iterate).
+    assert not torch.equal(weights(final)["unet.out_gain"], st["net.unet.out_gain"])
+
+    import projcomp
+    from projcomp.compose import Term, compose
+    from projcomp.sampling import sample
+
+    net = projcomp.load(final)
+    assert net.config["averaging"] == {"kind": "mean-of-last-updates", "updates": 8, "first_update": 89}
+    assert net.config["images_seen"] == 1536 and net.config["final"] is True
+    ema = projcomp.load(str(tmp_path / "run" / "checkpoint-ema-0.100"))
+    assert ema.config["averaging"]["kind"] == "power-ema"
+    # Bayes composition of two locations through the shared operator and sampler.
+    den = compose(Term(net, None), [Term(net, net.encode_cond((0.3, 0.3))), Term(net, net.encode_cond((0.7, 0.7)))])
+    x = sample(den, [0, 1], net.image_shape, num_steps=6)
+    assert x.shape == (2, 3, 16, 16) and torch.isfinite(x).all()
+    # Re-running a finished run does nothing and keeps the checkpoint.
+    before = weights(final)
+    T.training_loop(cfg, data16, str(tmp_path / "run"), progress=False)
+    after = weights(final)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_sigkill_then_resume_is_bit_identical(data16, tmp_path):
+    args = ["--preset", "tiny", "--data", data16, "--duration", "640", "--state-every", "64", "--status-every", "64",
+            "--avg-last", "16", "--no-progress"]
+    ref = run_cli(args + ["--outdir", str(tmp_path / "ref")])
+    out, err = ref.communicate(timeout=600)
+    assert ref.returncode == 0, err
+
+    victim_dir = tmp_path / "victim"
+    victim = run_cli(args + ["--outdir", str(victim_dir)])
+    deadline = time.time() + 600
+    while time.time() < deadline and victim.poll() is None:
+        if T.find_latest_state(str(victim_dir)) is not None:
+            break
+        time.sleep(0.05)
+    assert victim.poll() is None, "run finished before it could be killed"
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate()
+    assert victim.returncode == -signal.SIGKILL
+    killed_at = json.loads(open(T.find_latest_state(str(victim_dir)).replace(".safetensors", ".json")).read())
+    assert 0 < killed_at["cur_nimg"] < 640
+    assert not os.path.exists(victim_dir / "checkpoint" / "model.safetensors")
+
+    again = run_cli(args + ["--outdir", str(victim_dir)])
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    assert "resuming from" in err
+    a, b = weights(tmp_path / "ref" / "checkpoint"), weights(victim_dir / "checkpoint")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # The training state (weights, Adam moments, averaging buffers) is identical too.
+    sa = load_file(T.find_latest_state(str(tmp_path / "ref")))
+    sb = load_file(T.find_latest_state(str(victim_dir)))
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    stats = [json.loads(l)["cur_nimg"] for l in open(victim_dir / "stats.jsonl")]
+    assert stats == sorted(set(stats)) and stats[-1] == 640  # no duplicated lines after the resume
+
+
+def test_torchrun_gloo_matches_single_process(data16, tmp_path):
+    common = ["--preset", "tiny", "--data", data16, "--duration", "160", "--batch", "16", "--rampup", "0",
+              "--avg-last", "4", "--state-every", "1Ki", "--no-progress", "--label-dropout", "0.25"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO)
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "projcomp.train", *common, "--batch-gpu", "4", "--outdir", str(tmp_path / "ddp")],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    opts = json.load(open(tmp_path / "ddp" / "training_options.json"))
+    assert opts["world"] == 2
+    # Single process, same global batch, different micro-batching (16 = 1 x 16).
+    cfg = T.resolve_config("tiny", dict(duration="160", batch=16, rampup=0, avg_last=4, state_every="1Ki",
+                                        label_dropout=0.25, batch_gpu=16))
+    single = T.training_loop(cfg, data16, str(tmp_path / "single"), progress=False)
+    a, b = weights(single), weights(tmp_path / "ddp" / "checkpoint")
+    init = T.Trainer(cfg, data16, str(tmp_path / "unused"), progress=False).net.state_dict()
+    moved = max(float((a[k] - init[k]).abs().max()) for k in a)
+    diff = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert moved > 1e-2  # it trained
+    assert diff < 1e-4 * max(moved, 1.0), (diff, moved)
