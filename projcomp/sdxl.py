@@ -672,7 +672,8 @@ def run(args: argparse.Namespace, argv: Optional[Sequence[str]] = None) -> dict:
             json.dump(record["heuristic"], f, indent=2)
     with open(os.path.join(args.outdir, "spec.json"), "w", encoding="utf-8") as f:
         json.dump(record, f, indent=2)
-    print(f"wrote {len(files)} image(s) and spec.json to {args.outdir}")
+    print(f"wrote {len(files)} image(s), " if files else "wrote ", end="")
+    print(("heuristic.json, " if args.heuristic else "") + f"spec.json to {args.outdir}")
     return record
 
 
