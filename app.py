@@ -74,18 +74,15 @@ def _preload() -> None:
         except Exception as e:  # a corrupt checkpoint: reported when it is used
             print(f"[app] could not preload {name}: {e}", file=sys.stderr)
             return
+    try:  # the colour tab's histograms / heuristic data (rendered once, cached on disk)
+        pcd.color_statistics(_color_resolution())
+    except Exception as e:
+        print(f"[app] colour statistics failed: {e}", file=sys.stderr)
     if STATUS["settings"]["A"] and DEVICE == "cpu":
         try:
             pcd.clevr_compose(ZOO, [[0.5, 0.6]], [1.0], "empty", 1, 0, 1, True)
         except Exception as e:
             print(f"[app] warm-up failed: {e}", file=sys.stderr)
-
-
-if os.environ.get("PROJCOMP_WARMUP", "1") != "0":
-    if DEVICE == "cuda":
-        _preload()
-    else:
-        threading.Thread(target=_preload, daemon=True).start()
 
 
 def gpu(duration):
@@ -194,7 +191,7 @@ def add_object(x, y, weight, rows):
     """Append an object at (x, y) in [0, 1] with a weight."""
     locs, ws = parse_objects(rows)
     if len(locs) >= pcd.MAX_OBJECTS:
-        raise gr.Error(f"objects: already {pcd.MAX_OBJECTS}, the most allowed; remove one first")
+        raise gr.Error(f"objects: at most {pcd.MAX_OBJECTS} are allowed; remove one first")
     x, y, w = _number(x, "x"), _number(y, "y"), _number(weight, "weight")
     if not (0 <= x <= 1 and 0 <= y <= 1):
         raise gr.Error(f"({x:g}, {y:g}) is outside the image (x and y must be in [0, 1])")
@@ -739,6 +736,12 @@ def build() -> gr.Blocks:
 
 demo = build()
 demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+
+if os.environ.get("PROJCOMP_WARMUP", "1") != "0":  # PROJCOMP_WARMUP=0 skips it (tests)
+    if DEVICE == "cuda":
+        _preload()
+    else:
+        threading.Thread(target=_preload, daemon=True).start()
 
 if __name__ == "__main__":
     demo.launch(css=CSS, theme=gr.themes.Soft(primary_hue="indigo"), show_error=True)

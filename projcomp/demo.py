@@ -396,13 +396,15 @@ def _cache_dir() -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def color_statistics(resolution: int = 32, n_per_color: int = 24, seed: int = 0) -> dict:
+def color_statistics(resolution: int = 32, n_per_color: Optional[int] = None, seed: int = 0) -> dict:
     """Object pixels of rendered one-object scenes per CLEVR colour: per-channel histograms (Fig 5)
-    and mean sRGB colour. Rendered once, then cached on disk ($PROJCOMP_CACHE)."""
+    and mean sRGB colour. Rendered once, then cached on disk ($PROJCOMP_CACHE).
+    `n_per_color` defaults to $PROJCOMP_COLOR_SAMPLES or 24 scenes per colour."""
     from .clevr.detect import detect
     from .clevr.render import render
     from .clevr.scene import CLEVR_COLORS, sample_scene
 
+    n_per_color = int(n_per_color or os.environ.get("PROJCOMP_COLOR_SAMPLES") or 24)
     path = os.path.join(_cache_dir(), f"color_stats_r{resolution}_n{n_per_color}_s{seed}_v1.json")
     with _COLOR_LOCK:
         if os.path.isfile(path):
