@@ -174,11 +174,14 @@ class ComposedDenoiser:
         return results  # type: ignore[return-value]
 
     def combine(self, outs: Sequence[torch.Tensor]) -> torch.Tensor:
-        """D_b + Σ w_i (D_i − D_b), folded as (1 − Σw) D_b + Σ w_i D_i (one pass, fp32 accumulate)."""
-        D_b = outs[0].float()
-        acc = D_b * float(1.0 - self.weights.sum())
+        """D_b + Σ w_i (D_i − D_b), folded as (1 − Σw) D_b + Σ w_i D_i (one pass).
+
+        Accumulates in the wider of fp32 and the inputs' dtype (fp64 for exact-score models).
+        """
+        acc_dtype = torch.promote_types(outs[0].dtype, torch.float32)
+        acc = outs[0].to(acc_dtype) * float(1.0 - self.weights.sum())
         for w, D_i in zip(self.weights.tolist(), outs[1:]):
-            acc = acc + w * D_i.float()
+            acc = acc + w * D_i.to(acc_dtype)
         return acc.to(outs[0].dtype)
 
     def contributions(self, x: torch.Tensor, sigma: Any) -> torch.Tensor:
@@ -221,7 +224,8 @@ def _as_term(obj: Any, field: str) -> Term:
 
 
 def _sigma_vector(sigma: Any, x: torch.Tensor) -> torch.Tensor:
-    sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device)
+    sigma = torch.as_tensor(sigma, device=x.device)
+    sigma = sigma.to(torch.promote_types(sigma.dtype if sigma.is_floating_point() else torch.float32, torch.float32))
     if sigma.ndim == 0:
         sigma = sigma.expand(x.shape[0])
     return sigma.reshape(x.shape[0])

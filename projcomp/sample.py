@@ -26,7 +26,7 @@ from .experiments import SETTINGS, Zoo, ZooError, color_spec, random_locations, 
 from .sampling import SamplingError, sample
 from .spec import CompositionSpec
 
-__all__ = ["run_spec", "to_uint8", "parse_seeds", "main"]
+__all__ = ["prepare", "run_spec", "to_uint8", "parse_seeds", "main"]
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -34,14 +34,21 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def run_spec(spec: CompositionSpec, zoo: Zoo, batch: int = 8, progress=None) -> torch.Tensor:
-    """Sample every seed of `spec` (in batches of `batch` seeds) and return x0 [N, C, H, W]."""
+def prepare(spec: CompositionSpec, zoo: Zoo):
+    """(composed denoiser, image shape) for `spec`; raises before any sampling if anything is off."""
     names = {spec.background.model, *[t.model for t in spec.terms]}
-    missing = [n for n in names if n not in zoo.entries]
+    missing = sorted(n for n in names if n not in zoo.entries)
     if missing:
         raise CompositionError(f"model: unknown network {missing[0]!r} (known: {sorted(zoo.entries)})")
-    den = spec.build(zoo.registry(sorted(names)))
-    shape = tuple(zoo.get(spec.terms[0].model).image_shape)
+    shapes = {n: tuple(zoo.get(n).image_shape) for n in names}
+    if len(set(shapes.values())) > 1:
+        raise CompositionError(f"model: the composed networks have different image shapes {shapes}")
+    return spec.build(zoo.registry(sorted(names))), shapes[spec.terms[0].model]
+
+
+def run_spec(spec: CompositionSpec, zoo: Zoo, batch: int = 8, progress=None, prepared=None) -> torch.Tensor:
+    """Sample every seed of `spec` (in batches of `batch` seeds) and return x0 [N, C, H, W]."""
+    den, shape = prepared or prepare(spec, zoo)
     outs = []
     seeds = list(spec.seeds)
     for i in range(0, len(seeds), batch):
@@ -161,13 +168,14 @@ def main(argv=None) -> int:
     try:
         zoo = Zoo(args.checkpoints, dtype=None)
         spec = build_spec(args, zoo)
+        prepared = prepare(spec, zoo)
         from tqdm import tqdm
 
         bar = tqdm(total=len(spec.seeds), desc="sampling", unit="img")
         def progress(done, total):
             bar.n = round(done, 2)
             bar.refresh()
-        images = run_spec(spec, zoo, batch=args.batch, progress=progress)
+        images = run_spec(spec, zoo, batch=args.batch, progress=progress, prepared=prepared)
         bar.close()
         paths = save_images(images, spec, args.outdir, {"command": "python -m projcomp.sample " + " ".join(argv or sys.argv[1:]),
                                                         "checkpoints": {n: zoo.entries[n].get("training", {}) for n in {spec.background.model, *[t.model for t in spec.terms]}}})
