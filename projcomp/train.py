@@ -121,6 +121,9 @@ PRESETS: dict[str, dict] = {
     #    best EMA lengths of 5-15 % of training for small nets);
     #  - label dropout 0.1 (Composable Diffusion / CFG practice) so one net also gives the
     #    unconditional term of Bayes composition.
+    #  Speed (bench_train.py, 2 idle cores): ~40 img/s fp32, ~60 img/s with --bf16 (1.5x). On a
+    #  machine shared with other jobs pass --num-threads 1: two OpenMP threads on oversubscribed
+    #  cores can be >10x slower than one.
     "cpu-32": dict(
         resolution=32, model_channels=32, channel_mult=[1, 2, 2], num_blocks=2, attn_resolutions=[8],
         dropout=0.0, P_mean=-0.8, P_std=1.6, batch=64, batch_gpu=64, duration="1Mi", lr=0.008, t_ref=8000,
@@ -138,7 +141,8 @@ PRESETS: dict[str, dict] = {
 
 IMAGE_KEYS = ("duration", "rampup", "status_every", "state_every")
 # Keys that may change between a run and its resumption without breaking bit-exactness.
-RESUME_SAFE_KEYS = {"status_every", "state_every", "keep_states", "save_fp16", "num_threads"}
+# (batch_gpu changes only the float summation order: safe, but then not bit-identical; EDM2 README.)
+RESUME_SAFE_KEYS = {"status_every", "state_every", "keep_states", "save_fp16", "num_threads", "batch_gpu"}
 
 
 def parse_nimg(s: Any, key: str = "value") -> int:
@@ -316,6 +320,9 @@ def _dist_init() -> tuple[int, int, torch.device]:
     if torch.cuda.is_available():
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = False  # as EDM2: no TF32
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True
     else:
         device = torch.device("cpu")
     if world > 1 and not torch.distributed.is_initialized():
