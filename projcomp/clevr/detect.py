@@ -150,6 +150,8 @@ def detect(image, chroma_thr=0.09, dark_ratio=0.55, bright_ratio=1.3, min_area=N
         ncomp += n
     comps = _absorb_small(comps, ncomp, min_area)
 
+    gy_, gx_ = np.gradient(logy)
+    grad = np.hypot(gx_, gy_)
     cam = Camera()
     dets, final = [], np.zeros((H, W), np.int32)
     for ci, sl in enumerate(ndi.find_objects(comps), 1):
@@ -163,7 +165,13 @@ def detect(image, chroma_thr=0.09, dark_ratio=0.55, bright_ratio=1.3, min_area=N
         vals = lab[sl][mask]
         k = int(np.bincount(vals, minlength=len(_HUES) + 2)[1:].argmax()) + 1
         color = 'gray' if k == len(_HUES) + 1 else _HUES[k - 1]
-        for part in _split_convex(mask, min_area):
+        # area prior (idea of issue 3): a blob well above one large object's expected area at its
+        # position is more likely two objects, so a milder non-convexity suffices; a blob the
+        # size of a small object needs a clearer one (its outline is only a few pixels long)
+        ys, xs = np.nonzero(mask)
+        rel = area / _expected_areas(cam, xs.mean() + 0.5 + sl[1].start, ys.mean() + 0.5 + sl[0].start, R)[0]
+        gate = 0.88 if rel < 0.45 else 0.94 if rel > 1.4 else 0.92
+        for part in _split_convex(mask, min_area, grad[sl], gate=gate):
             a = int(part.sum())
             ys, xs = np.nonzero(part)
             cx, cy = float(xs.mean() + 0.5 + sl[1].start), float(ys.mean() + 0.5 + sl[0].start)
@@ -197,61 +205,156 @@ def _absorb_small(comps, n, min_area):
     return lut[comps]
 
 
+def _hull_mask(mask):
+    """Lattice points (pixel centres) inside the convex hull of a mask's pixels, as a mask.
+
+    The hull of a digital shape only needs each row's leftmost and rightmost pixel; Andrew's
+    monotone chain on those (<= 2H points) is far cheaper than qhull on every pixel.
+    """
+    rows = np.nonzero(mask.any(1))[0]
+    if len(rows) == 0:
+        return mask.copy()
+    sub = mask[rows]
+    left = sub.argmax(1)
+    right = sub.shape[1] - 1 - sub[:, ::-1].argmax(1)
+    pts = sorted(set(zip(left.tolist(), rows.tolist())) | set(zip(right.tolist(), rows.tolist())))
+    if len(pts) < 3:
+        return mask.copy()
+
+    def half(points):
+        h = []
+        for p in points:
+            while len(h) >= 2 and ((h[-1][0] - h[-2][0]) * (p[1] - h[-2][1]) - (h[-1][1] - h[-2][1]) * (p[0] - h[-2][0])) <= 0:
+                h.pop()
+            h.append(p)
+        return h
+    lower, upper = half(pts), half(pts[::-1])
+    hull = np.array(lower[:-1] + upper[:-1], np.float64)
+    if len(hull) < 3:
+        return mask.copy()
+    y0, y1 = rows[0], rows[-1] + 1
+    x0, x1 = int(left.min()), int(right.max()) + 1
+    gy, gx = np.mgrid[y0:y1, x0:x1]
+    inside = np.ones(gx.shape, bool)
+    nxt = np.roll(hull, -1, 0)
+    for (ax, ay), (bx, by) in zip(hull, nxt):        # counter-clockwise in (x, y-down) = left turns
+        inside &= (bx - ax) * (gy - ay) - (by - ay) * (gx - ax) >= -1e-9
+    out = np.zeros_like(mask)
+    out[y0:y1, x0:x1] = inside
+    return out | mask
+
+
 def _solidity(mask):
     """Digital convexity: pixels / lattice points inside the convex hull of the pixel centres.
 
     By construction it is 1 for any digitised convex shape (all CLEVR silhouettes), whatever its
     size, and drops where two blobs join.
     """
-    from scipy.spatial import ConvexHull
-    ys, xs = np.nonzero(mask)
-    if len(ys) < 4 or xs.min() == xs.max() or ys.min() == ys.max():
-        return 1.0
-    try:
-        hull = ConvexHull(np.stack([xs, ys], -1).astype(np.float64))
-    except Exception:   # collinear
-        return 1.0
-    gy, gx = np.mgrid[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
-    g = np.stack([gx.ravel(), gy.ravel(), np.ones(gx.size)], -1)
-    inside = (g @ hull.equations.T <= 1e-6).all(-1).sum()
-    return float(len(ys) / max(inside, 1))
+    n = int(mask.sum())
+    return n / max(int(_hull_mask(mask).sum()), 1) if n else 1.0
 
 
-def _split_convex(mask, min_area, depth=0):
+def _split_score(mask, a, b):
+    """How well a two-part split explains a blob as two convex silhouettes, one maybe in front.
+
+    The front part must be convex; the part behind it may be cut by the occluder, so its hull
+    only has to be covered by the blob (its hidden region lies under the front part). The score is
+    the better of the two depth orders of min(front convexity, back hull coverage).
+    """
+    ha, hb = _hull_mask(a), _hull_mask(b)
+    sa, sb = a.sum() / max(ha.sum(), 1), b.sum() / max(hb.sum(), 1)
+    ca, cb = (ha & mask).sum() / max(ha.sum(), 1), (hb & mask).sum() / max(hb.sum(), 1)
+    return max(min(sa, cb), min(sb, ca))
+
+
+def _split_convex(mask, min_area, grad=None, gate=0.92, accept=0.95, depth=0):
     """Split a same-colour blob that is the union of several objects.
 
-    Every CLEVR object projects to a convex silhouette, so a blob that is clearly non-convex is
-    split in two (watershed of the distance transform from a pair of its peaks, or 2-means on
-    pixel coordinates); the most convex split is kept when both parts are convex. Recursive.
+    Every CLEVR object projects to a convex silhouette (an occluded one: convex minus its
+    occluder), so a blob that is clearly non-convex is split in two: candidates are watersheds
+    seeded at pairs of distance-transform peaks, on the inverted distance transform and on the
+    luminance-gradient magnitude (silhouette edges between objects of one colour), plus 2-means on
+    pixel coordinates; the best-scoring split (`_split_score`) is kept when it explains the blob
+    far better than one object does. Recursive.
     """
     if depth > 3 or mask.sum() < 2 * min_area:
         return [mask]
     sol = _solidity(mask)
-    if sol > 0.92:
+    if sol > gate:
         return [mask]
     best = None
-    for parts in _peak_pairs(mask, min_area) + [_kmeans2(mask)]:
+    for parts in _chord_cuts(mask) + _peak_pairs(mask, min_area, grad) + [_kmeans2(mask)]:
         if len(parts) != 2 or min(p.sum() for p in parts) < min_area:
             continue
+        parts = [_largest(p) for p in parts]
+        if min(p.sum() for p in parts) < min_area:
+            continue
         s2 = min(_solidity(p) for p in parts)
-        if s2 > sol + 0.06 and s2 > 0.96 and (best is None or s2 > best[0]):
+        if s2 > max(accept, sol + 0.04) and (best is None or s2 > best[0]):
             best = (s2, parts)
     if best is None:
         return [mask]
     out = []
     for p in best[1]:
-        out += _split_convex(p, min_area, depth + 1)
+        out += _split_convex(p, min_area, grad, 0.92, accept, depth + 1)
     return out
 
 
-def _peak_pairs(mask, min_area, top=4):
+def _chord_cuts(mask, top=4):
+    """Splits along chords joining the deepest points of pairs of convexity defects.
+
+    Where a convex silhouette overlaps another, the two outlines cross at two concave corners of
+    the union; the chord between them leaves the front object convex (a disc minus a segment) and
+    gives the back one back its hidden segment (its silhouette cut by a half-plane: convex too).
+    """
+    hull = _hull_mask(mask)
+    defects, n = ndi.label(hull & ~mask)
+    if n == 0:
+        return []
+    depth = ndi.distance_transform_edt(np.pad(hull, 1))[1:-1, 1:-1]
+    pts = []
+    for d, sl in enumerate(ndi.find_objects(defects), 1):
+        dm = defects == d
+        if dm.sum() < 2:
+            continue
+        rim = ndi.binary_dilation(dm, np.ones((3, 3))) & mask
+        if not rim.any():
+            continue
+        ys, xs = np.nonzero(rim)
+        i = depth[ys, xs].argmax()
+        pts.append((depth[ys, xs][i], ys[i], xs[i]))
+    pts = sorted(pts, reverse=True)[:top]
+    if len(pts) < 2:
+        return []
+    yy, xx = np.mgrid[0:mask.shape[0], 0:mask.shape[1]]
+    out = []
+    for a in range(len(pts)):
+        for b in range(a + 1, len(pts)):
+            (_, y0, x0), (_, y1, x1) = pts[a], pts[b]
+            side = (x1 - x0) * (yy - y0) - (y1 - y0) * (xx - x0)
+            for tie in (side >= 0, side > 0):     # the chord's own pixels go to either side
+                out.append([mask & tie, mask & ~tie])
+    return out
+
+
+def _largest(m):
+    lab, n = ndi.label(m, np.ones((3, 3)))
+    if n <= 1:
+        return m
+    return lab == (np.bincount(lab.ravel())[1:].argmax() + 1)
+
+
+def _peak_pairs(mask, min_area, grad=None, top=4):
     """Two-part watershed splits seeded at pairs of the strongest distance-transform peaks."""
     dt = ndi.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
     peaks = (dt == ndi.maximum_filter(dt, size=3)) & mask & (dt >= 1.0)
     py, px = np.nonzero(peaks)
     order = np.argsort(-dt[py, px])[:top]
-    elev = (dt.max() - dt) / max(dt.max(), 1e-6) * 254
-    elev = np.where(mask, elev, 255).astype(np.uint8)
+    elevs = [(dt.max() - dt) / max(dt.max(), 1e-6)]
+    if grad is not None:
+        g = grad * mask
+        elevs.append(0.7 * g / max(g.max(), 1e-6) + 0.3 * elevs[0])
+    elevs = [np.where(mask, e * 254, 255).astype(np.uint8) for e in elevs]
     out = []
     for a in range(len(order)):
         for b in range(a + 1, len(order)):
@@ -262,8 +365,9 @@ def _peak_pairs(mask, min_area, top=4):
             markers[~mask] = -1
             markers[py[i], px[i]] = 1
             markers[py[j], px[j]] = 2
-            ws = ndi.watershed_ift(elev, markers)
-            out.append([(ws == 1) & mask, (ws == 2) & mask])
+            for elev in elevs:
+                ws = ndi.watershed_ift(elev, markers)
+                out.append([(ws == 1) & mask, (ws == 2) & mask])
     return out
 
 
