@@ -168,8 +168,12 @@ def parse_objects(rows) -> tuple[list, list]:
     return locs, ws
 
 
-def _rows(locs, ws) -> list:
-    return [[round(x, 3), round(y, 3), float(w)] for (x, y), w in zip(locs, ws)]
+OBJECT_HEADERS = ["x", "y", "weight"]
+
+
+def _rows(locs, ws) -> dict:
+    """Objects table value; headers always sent along (an empty table keeps its columns)."""
+    return {"headers": OBJECT_HEADERS, "data": [[round(x, 3), round(y, 3), float(w)] for (x, y), w in zip(locs, ws)]}
 
 
 def _scene(locs, ws) -> np.ndarray:
@@ -223,7 +227,7 @@ def remove_object(index, rows):
 
 @guard
 def clear_objects():
-    return [], _scene([], [])
+    return _rows([], []), _scene([], [])
 
 
 @guard
@@ -567,8 +571,8 @@ def build() -> gr.Blocks:
                             gr.Markdown("Unavailable (no checkpoint): " + ", ".join(
                                 label for label, key in BG_CHOICES if not STATUS["backgrounds"][key]), elem_classes="pc-note")
                         with gr.Row():
-                            steps = gr.Slider(1, pcd.MAX_STEPS, value=16, step=1, label="Heun steps", min_width=120)
-                            samples = gr.Slider(1, pcd.MAX_SAMPLES, value=4, step=1, label="samples", min_width=120)
+                            steps = gr.Slider(1, pcd.MAX_STEPS, value=16, step=1, label="Heun steps", min_width=120, elem_id="steps")
+                            samples = gr.Slider(1, pcd.MAX_SAMPLES, value=4, step=1, label="samples", min_width=120, elem_id="samples")
                         with gr.Row():
                             seed = gr.Number(value=0, precision=0, label="seed", minimum=0, maximum=SEED_MAX, min_width=80)
                             bf16 = gr.Checkbox(value=True, label="bfloat16 (faster on CPU)", min_width=80)
