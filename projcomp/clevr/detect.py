@@ -128,9 +128,18 @@ def detect(image, chroma_thr=0.09, dark_ratio=0.55, bright_ratio=1.3, min_area=N
     grey = fg & (mag < 0.045) & (ratio < dark_ratio * 0.8)      # strictly darker than shadows
     lab[grey] = len(_HUES) + 1
     # one-pixel-thin runs of a label are edge blends (object/floor, object/object): re-assign them
-    for k in np.unique(lab[lab > 0]):
-        m = lab == k
-        thin = m & ~ndi.binary_opening(m, np.ones((2, 2)))
+    # ...but an isolated blob that is all edge (a far small object at 32 px) stays whole
+    fgb, nfgb = ndi.label(fg, np.ones((3, 3)))
+    lab0 = lab.copy()
+    for k in np.unique(lab0[lab0 > 0]):
+        m = lab0 == k
+        core = ndi.binary_opening(m, np.ones((2, 2)))
+        thin = m & ~core
+        cc, ncc = ndi.label(m, np.ones((3, 3)))
+        if ncc:
+            has_core = np.bincount(cc[core], minlength=ncc + 1) > 0
+            other = np.bincount(fgb[(lab0 > 0) & ~m], minlength=nfgb + 1) > 0
+            thin &= has_core[cc] | other[fgb]
         lab[thin] = 0
     unknown = fg & (lab == 0)
     if unknown.any() and (lab > 0).any():
