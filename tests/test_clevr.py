@@ -86,8 +86,9 @@ def test_detector_accuracy_64():
     images = [render(s, 64) for s in scenes]
     r = evaluate_scenes(scenes, images)
     print(r)
-    # Measured (notes/clevr.md): count ~0.86 on 0-9 objects (same-colour touching objects merge),
-    # centre ~0.3 px, colour ~1.0. The 95% count target is not reached yet.
+    # Measured (notes/clevr.md, 500 held-out scenes): count 0.91 on 0-9 objects (touching
+    # same-colour objects still merge), centre ~0.3 px, colour ~1.0. The 95% count
+    # target is not reached yet, so this guards the measured level with margin.
     assert r['count_acc'] >= 0.8
     assert r['center_err'] <= 2.0
     assert r['color_acc'] >= 0.9
