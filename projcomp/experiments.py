@@ -2,6 +2,7 @@
 
 Fig 3 composes location-conditioned single-object models p_1..p_k:
   A  p_i = one object at location i over an EMPTY background p_b        (projective, Thm 5.3)
+     (p_b is the 'empty' label of the location net when it has one, else the empty-scene net)
   B  the same p_i over the UNCONDITIONAL one-object model p_u            (Bayes composition, §3)
   C  p_i = object at i plus 0-4 random others, p_b = 1-5 random objects  (cluttered, approx. Def 5.2)
 Fig 5 composes colour-conditioned single-object models over their unconditional term.
@@ -28,10 +29,11 @@ __all__ = ["SETTINGS", "ROLES", "Zoo", "setting_spec", "color_spec", "random_loc
 
 # Which dataset preset each model role was trained on (checkpoint config: config["dataset"]["preset"]).
 ROLES = {
-    "empty": "empty",                 # p_b of setting A: empty scenes.
-    "location": "location",           # p_i of A/B (and p_u by its null label).
-    "clutter": "clutter-location",    # p_i of C (and the cluttered p_b by its null label).
-    "color": "color",                 # Fig 5 colour conditionals (and their null label).
+    "empty": ("empty",),                         # p_b of setting A: empty scenes (its own net).
+    "location": ("location-empty", "location"),  # p_i of A/B (p_u by the null label; with the
+                                                 # location-empty preset also p_b by the 'empty' label).
+    "clutter": ("clutter-location",),            # p_i of C (and the cluttered p_b by its null label).
+    "color": ("color",),                         # Fig 5 colour conditionals (and their null label).
 }
 
 # Setting -> (role of the terms, background (role, cond)). cond None = the null label.
@@ -70,7 +72,11 @@ class Zoo:
     def role_of(self, name: str) -> Optional[str]:
         cfg = self.entries[name]
         preset = (cfg.get("dataset") or {}).get("preset")
-        return next((r for r, p in ROLES.items() if p == preset), None)
+        return next((r for r, presets in ROLES.items() if preset in presets), None)
+
+    def has_empty_label(self, name: str) -> bool:
+        """Whether a location net also models the empty scene (its 'empty' label)."""
+        return bool((self.entries[name].get("condition") or {}).get("empty"))
 
     def resolution_of(self, name: str) -> int:
         shape = self.entries[name].get("image_shape")
@@ -115,7 +121,12 @@ def setting_spec(zoo: Zoo, setting: str, locations: Sequence[Sequence[float]], s
     s = SETTINGS[setting]
     term_model = zoo.find(s["terms"], resolution)
     bg_role, bg_cond = s["background"]
-    bg_model = zoo.find(bg_role, zoo.resolution_of(term_model))
+    if bg_role == "empty" and zoo.has_empty_label(term_model):
+        # One net models the empty scene too: D_b and D_i come from the same network (and the
+        # same batched call), so its errors off the objects cancel in Def 5.1.
+        bg_model, bg_cond = term_model, "empty"
+    else:
+        bg_model = zoo.find(bg_role, zoo.resolution_of(term_model))
     locations = [list(map(float, xy)) for xy in locations]
     for i, xy in enumerate(locations):
         if len(xy) != 2 or not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in xy):

@@ -86,6 +86,7 @@ DEFAULTS: dict[str, Any] = dict(
     keep_states=2,              # Training states kept on disk.
     save_fp16=False,            # Store checkpoint weights as float16.
     num_threads=0,              # torch CPU threads per process; 0 = torch default.
+    init_from="",               # Warm start from this checkpoint folder (fresh runs only; see _init_from).
 )
 
 PRESETS: dict[str, dict] = {
@@ -412,7 +413,7 @@ class Trainer:
         # uint8 NCHW in memory; converted to [-1, 1] per micro-batch.
         self.images = torch.from_numpy(np.ascontiguousarray(imgs.transpose(0, 3, 1, 2)))
         if labels is not None and self.encoder.label_dim > 0:
-            vals = [int(v) if np.ndim(v) == 0 else list(map(float, v)) for v in labels]
+            vals = [v if isinstance(v, str) else int(v) if np.ndim(v) == 0 else list(map(float, v)) for v in labels]
             self.labels = self.encoder.encode_batch(vals)
         else:
             self.labels = None
@@ -530,6 +531,37 @@ class Trainer:
         }, fp16=self.cfg["save_fp16"])
 
     #------------------------------------------------------------------
+    def _init_from(self, folder: str) -> None:
+        """Warm start: copy a checkpoint's weights where names and shapes match.
+
+        A parameter whose input width grew (a label embedding with one more label, e.g. the
+        'empty' scene added to a location net) keeps the old columns; the new ones keep their
+        fresh initialisation (forced weight normalisation re-normalises each output row).
+        Every rank loads the same file, so DDP replicas start identical.
+        """
+        src, _ = ckpt.read_safetensors(os.path.join(ckpt._resolve(folder, None), ckpt.WEIGHTS_NAME))
+        copied, widened = 0, []
+        with torch.no_grad():
+            for name, p in self.net.named_parameters():
+                w = src.get(name)
+                if w is None:
+                    continue
+                w = w.to(p.dtype)
+                if w.shape == p.shape:
+                    p.copy_(w)
+                    copied += 1
+                elif w.ndim == p.ndim and w.ndim >= 2 and w.shape[0] == p.shape[0] and w.shape[2:] == p.shape[2:] and w.shape[1] < p.shape[1]:
+                    p[:, : w.shape[1]].copy_(w)
+                    widened.append(name)
+            if self.cfg["force_wn"] == "after":
+                normalize_weights_(self.net)
+            for ema in self.emas:
+                for e, p in zip(ema, self.params):
+                    e.copy_(p.detach().float())
+        if copied == 0 and not widened:
+            raise TrainError(f"--init-from {folder}: no parameter matches this network")
+        self._log(f"initialised from {folder}: {copied} tensors copied, {len(widened)} widened ({', '.join(widened)})")
+
     def run(self) -> str:
         cfg = self.cfg
         final_dir = os.path.join(self.outdir, "checkpoint")
@@ -540,7 +572,10 @@ class Trainer:
         if latest is not None:
             self.load_state(latest)
             self._log(f"resuming from {latest} at {self.cur_nimg} images")
-        elif self.rank == 0:
+        else:
+            if cfg["init_from"]:
+                self._init_from(cfg["init_from"])
+        if latest is None and self.rank == 0:
             ckpt.atomic_write_json(os.path.join(self.outdir, "training_options.json"),
                                    {"config": cfg, "data": os.path.abspath(self.data), "command": self.command,
                                     "world": self.world, "num_parameters": sum(p.numel() for p in self.params)})

@@ -29,8 +29,16 @@ train() {  # name preset duration [extra overrides...]
 
 case "${1:-all}" in
   location)
+    # Stage 1: a plain location net (64 Ki images; raw final weights).
     make_data location 8192
-    train clevr-location-32 location 160Ki --avg-last 256 --t-ref 2000 --rampup 16Ki
+    [ -f "$RUNS/clevr-location-32-stage1/checkpoint/config.json" ] ||
+      train clevr-location-32-stage1 location 64Ki --avg-last 0 --t-ref 2000 --rampup 16Ki
+    # Stage 2: warm-started on location-empty (75% one object at (x, y), 25% empty scenes labelled
+    # 'empty'): one net gives p_i, the empty background p_b of Fig 3A, and p_u by its null label.
+    make_data location-empty 8192
+    train clevr-location-32 location-empty 72Ki --avg-last 256 --t-ref 1000 --rampup 2Ki \
+      --init-from "$RUNS/clevr-location-32-stage1/checkpoint"
+    rm -rf checkpoints/clevr-location-32-stage1
     ;;
   rest)
     make_data empty 4096

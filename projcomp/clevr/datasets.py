@@ -37,6 +37,7 @@ class Preset:
     num_objects: object          # int or (min, max) inclusive
     label: str | None            # 'location' | 'color' | None: what object 0 is labelled with
     description: str = ''
+    empty_fraction: float = 0.0  # this share of images (drawn per index) are empty scenes labelled 'empty'
 
 
 PRESETS = {
@@ -46,12 +47,15 @@ PRESETS = {
                                'object 0 labelled with its (x, y) + 0-4 random others (Fig 3C)'),
     'clutter-background': Preset((1, 5), None, 'background for Fig 3C: 1-5 random objects'),
     'color': Preset(1, 'color', 'one object, label = its colour index in CLEVR_COLORS (Fig 5)'),
+    'location-empty': Preset(1, 'location', 'one object labelled (x, y), or (25%) an empty scene labelled '
+                             '"empty": one net gives p_i, p_b and, by its null label, p_u (Fig 3A/B)',
+                             empty_fraction=0.25),
 }
 
 
-def condition_schema(label):
+def condition_schema(label, empty=False):
     if label == 'location':
-        return {'type': 'location', 'dim': 2}
+        return {'type': 'location', 'dim': 2, 'empty': True} if empty else {'type': 'location', 'dim': 2}
     if label == 'color':
         return {'type': 'color', 'classes': list(CLEVR_COLORS)}
     return None
@@ -71,6 +75,8 @@ def label_of(scene, label, resolution):
     """The dataset label of a scene (object 0), with pixel_coords already in the R x R image."""
     if label is None:
         return None
+    if not scene['objects'] and label == 'location':
+        return 'empty'  # preset 'location-empty': the empty scene is a label of its own
     obj = scene['objects'][0]
     if label == 'location':
         u, v = obj['pixel_coords'][:2]
@@ -82,7 +88,12 @@ def label_of(scene, label, resolution):
 
 def make_scene(preset: str, index: int, seed: int, resolution: int):
     p = get_preset(preset)
-    scene = sample_scene([int(seed), int(index)], p.num_objects, image_index=index,
+    num_objects = p.num_objects
+    if p.empty_fraction > 0:
+        # Decided per index by its own stream, so the choice is independent of workers and order.
+        if np.random.default_rng([int(seed), int(index), 0xE]).random() < p.empty_fraction:
+            num_objects = 0
+    scene = sample_scene([int(seed), int(index)], num_objects, image_index=index,
                          split=preset, resolution=resolution)
     scene['image_filename'] = image_name(index)
     return scene
@@ -164,7 +175,7 @@ def make_dataset(preset, n, resolution, out, seed=0, workers=None, command=None,
         raise DatasetError(f'--resolution must be in [8, 512], got {resolution}')
     workers = workers or min(2, os.cpu_count() or 1)
     meta = {'preset': preset, 'resolution': resolution, 'num_images': n, 'seed': int(seed),
-            'condition': condition_schema(p.label), 'command': command or
+            'condition': condition_schema(p.label, empty=p.empty_fraction > 0), 'command': command or
             f'python -m projcomp.clevr make {preset} --n {n} --resolution {resolution} --out {out} --seed {seed}',
             'version': VERSION, 'description': p.description,
             'renderer': 'projcomp.clevr.render (numpy ray caster), 320x240 frame, centre 240x240 crop'}
@@ -245,6 +256,9 @@ class ClevrZipDataset(_torch_dataset_base()):
             vals = [r[1] for r in raw]
             if self.condition and self.condition.get('type') == 'color':
                 self.labels = np.asarray(vals, np.int64)
+            elif self.condition and self.condition.get('empty'):
+                # (x, y) labels mixed with the string 'empty': kept as a list of values.
+                self.labels = list(vals)
             else:
                 self.labels = np.asarray(vals, np.float32)
         else:
@@ -283,7 +297,8 @@ class ClevrZipDataset(_torch_dataset_base()):
         if self.labels is None:
             lab = torch.zeros(0, dtype=torch.float32)
         else:
-            lab = torch.as_tensor(self.labels[i])
+            # 'empty' (preset location-empty) has no (x, y): it is returned as (nan, nan).
+            lab = torch.full((2,), float('nan')) if isinstance(self.labels[i], str) else torch.as_tensor(self.labels[i])
         return img, lab
 
     def __getstate__(self):

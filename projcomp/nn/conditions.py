@@ -59,7 +59,12 @@ class ConditionEncoder:
                 if dim != 2:
                     raise ConditionError(f"location schema dim={dim}: only 2-D (x, y) is supported")
                 self.num_freqs = int(schema.get("frequencies", LOCATION_FREQUENCIES))
-                self.label_dim = 2 * 2 * self.num_freqs + 1
+                # "empty": true adds one more label, the EMPTY scene, so one network gives p_i
+                # (object at i), p_b (empty scene: the background of Fig 3A) and, by the null label,
+                # the unconditional term. D_b and D_i then come from one net, whose errors off the
+                # object cancel in D_b + Σ (D_i − D_b) (Def 5.1) as they would for exact models.
+                self.has_empty = bool(schema.get("empty", False))
+                self.label_dim = 2 * 2 * self.num_freqs + 1 + int(self.has_empty)
                 self.classes = []
             elif self.type in ("color", "class", "multihot"):
                 self.classes = list(schema.get("classes") or [])
@@ -89,6 +94,13 @@ class ConditionEncoder:
                 raise ConditionError(f"condition {value!r} given to an unconditional network")
             return torch.zeros(self.label_dim)
         if self.type == "location":
+            if isinstance(value, str):
+                if value == "empty" and self.has_empty:
+                    v = torch.zeros(self.label_dim)
+                    v[-1] = 1.0
+                    return v
+                raise ConditionError(f"location {value!r}: expected (x, y) floats in [0, 1]"
+                                     + (" or 'empty'" if self.has_empty else ""))
             try:
                 xy = [float(v) for v in value]
             except (TypeError, ValueError):
@@ -103,6 +115,8 @@ class ConditionEncoder:
                     f = math.pi * (2 ** k)
                     feats += [math.cos(f * c), math.sin(f * c)]
             feats.append(1.0)  # presence flag: real locations are never the null vector
+            if self.has_empty:
+                feats.append(0.0)
             v = torch.tensor(feats, dtype=torch.float32)
             return v / math.sqrt(2 * self.num_freqs + 1)
         if self.type in ("color", "class"):
