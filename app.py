@@ -40,6 +40,8 @@ QUEUE_SIZE = max(1, int(os.environ.get("PROJCOMP_QUEUE_SIZE", "16")))    # waiti
 THREADS = int(os.environ.get("PROJCOMP_THREADS", "0")) or max(1, (os.cpu_count() or 1) // CONCURRENCY)
 torch.set_num_threads(THREADS)  # one job per core: OpenMP threads oversubscribed on a shared CPU crawl
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# Sample the two sides of the comparison in two threads when a core is free for each.
+PARALLEL_SIDES = DEVICE == "cpu" and THREADS == 1 and (os.cpu_count() or 1) >= 2
 SEED_MAX = 2**31 - 1
 
 # ---------------------------------------------------------------------------------------------
@@ -269,14 +271,14 @@ def compose_clevr(rows, background, steps, seed, samples, bf16, progress=gr.Prog
     progress(0.0, desc="sampling")
     t0 = time.perf_counter()
     res = pcd.clevr_compose(ZOO, locs, ws, background, steps, seed, samples, bool(bf16),
-                             progress=lambda f, d: progress(f, desc=d))
+                             progress=lambda f, d: progress(f, desc=d), parallel=PARALLEL_SIDES)
     dt = time.perf_counter() - t0
     left = gr.Image(value=res.panels[res.settings[0]], label=res.titles[0])
     right = (gr.Image(value=res.panels[res.settings[1]], label=res.titles[1]) if len(res.settings) > 1
              else gr.Image(value=None, label="(no counterpart: a checkpoint role is missing)"))
     k = len(locs)
     head = (f"**{k} object{'s' if k != 1 else ''}**, seeds {res.seeds[0]}–{res.seeds[-1]}, "
-            f"{steps} {'Heun' if True else ''} steps{' (bf16)' if bf16 else ''}: {dt:.1f} s. "
+            f"{steps} Heun steps{' (bf16)' if bf16 else ''}: {dt:.1f} s. "
             "Rings: requested places (green = an object was detected there, red = missed); dots: detections.")
     if k == 0:
         head = f"No objects: samples of the background alone, seeds {res.seeds[0]}–{res.seeds[-1]} ({dt:.1f} s)."
@@ -572,7 +574,7 @@ def build() -> gr.Blocks:
                                 label for label, key in BG_CHOICES if not STATUS["backgrounds"][key]), elem_classes="pc-note")
                         with gr.Row():
                             steps = gr.Slider(1, pcd.MAX_STEPS, value=16, step=1, label="Heun steps", min_width=120, elem_id="steps")
-                            samples = gr.Slider(1, pcd.MAX_SAMPLES, value=4, step=1, label="samples", min_width=120, elem_id="samples")
+                            samples = gr.Slider(1, pcd.MAX_SAMPLES, value=2, step=1, label="samples", min_width=120, elem_id="samples")
                         with gr.Row():
                             seed = gr.Number(value=0, precision=0, label="seed", minimum=0, maximum=SEED_MAX, min_width=80)
                             bf16 = gr.Checkbox(value=True, label="bfloat16 (faster on CPU)", min_width=80)

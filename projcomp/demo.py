@@ -285,9 +285,11 @@ class ClevrResult:
 
 def clevr_compose(zoo: Zoo, locations: Sequence[Sequence[float]], weights: Sequence[float], background: str,
                   steps: int, seed: int, num_samples: int, bf16: bool, solver: str = "heun",
-                  progress: Optional[Callable[[float, str], None]] = None, size: int = DISPLAY) -> ClevrResult:
+                  progress: Optional[Callable[[float, str], None]] = None, size: int = DISPLAY,
+                  parallel: bool = False) -> ClevrResult:
     """Sample the chosen background's composition and its counterpart with the same seeds, judge
-    each sample with the CLEVR detector and draw the verdicts (Fig 3, Table 1)."""
+    each sample with the CLEVR detector and draw the verdicts (Fig 3, Table 1). `parallel` samples
+    the two sides in two threads (halves the latency on a CPU with a core to spare)."""
     from .evaluate import judge_locations
 
     if background not in BACKGROUNDS:
@@ -301,20 +303,34 @@ def clevr_compose(zoo: Zoo, locations: Sequence[Sequence[float]], weights: Seque
     seeds = [int(seed) + i for i in range(int(num_samples))]
     cfg = SamplerConfig(num_steps=int(steps), solver=solver, dtype="bfloat16" if bf16 else "float32").validate()
     images, verdicts, panels = {}, {}, {}
-    for j, s in enumerate(settings):
+    done = {s: 0.0 for s in settings}
+    lock = threading.Lock()
+
+    def run(s: str) -> None:
         den, shape, device = setting_denoiser(zoo, s, locations, weights)
-        cb = None
-        if progress is not None:
-            cb = lambda info, j=j, s=s: progress((j + (info["i"] + 1) / info["n"]) / len(settings),  # noqa: E731
-                                                 f"{SETTINGS[s]['title']}: step {info['i'] + 1}/{info['n']}")
-        x = sample(den, seeds, shape, cfg, device=device, callback=cb)
-        imgs = to_uint8(x)
+
+        def cb(info):
+            if progress is not None:
+                with lock:
+                    done[s] = (info["i"] + 1) / info["n"]
+                    progress(sum(done.values()) / len(settings), f"step {info['i'] + 1}/{info['n']}")
+
+        imgs = to_uint8(sample(den, seeds, shape, cfg, device=device, callback=cb))
         images[s] = imgs
-        verdicts[s] = [judge_locations(im, locations) for im in imgs] if len(locations) else \
-            [judge_locations(im, []) for im in imgs]
+        verdicts[s] = [judge_locations(im, locations) for im in imgs]
         tile = size if len(seeds) <= 2 else max(128, size * 3 // 4)
         tiles = [draw_requests(im, locations, weights, tile, v["hits"], v["detections"]) for im, v in zip(imgs, verdicts[s])]
         panels[s] = _grid(tiles, _cols(len(tiles)))
+
+    # The two sides are independent: on CPU run them at once (one core each with 1 intra-op thread).
+    if parallel and len(settings) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(len(settings)) as ex:
+            for f in [ex.submit(run, s) for s in settings]:
+                f.result()
+    else:
+        for s in settings:
+            run(s)
     config = {"locations": [list(map(float, xy)) for xy in locations], "weights": [float(w) for w in weights],
               "background": background, "settings": list(settings), "seeds": seeds,
               "sampler": dataclasses.asdict(cfg),
