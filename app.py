@@ -25,8 +25,14 @@ except ImportError:
     spaces = None
 
 import gradio as gr
+import matplotlib
 import numpy as np
 import torch
+
+matplotlib.use("Agg")
+# Import pyplot once, now: Gradio switches the matplotlib backend around every event, and a
+# first import of pyplot inside one event races with that switch in another (half-imported module).
+import matplotlib.pyplot  # noqa: E402,F401
 
 from projcomp import demo as pcd  # every panel is computed there (no UI code)
 from projcomp.clevr.scene import CLEVR_COLORS

@@ -58,7 +58,6 @@ BACKGROUNDS = {
 }
 SHORT_TITLES = {"A": "A: empty background\n(projective)", "B": "B: unconditional\nbackground (Bayes)",
                 "C": "C: cluttered\nbackground"}
-SETTING_ROLES = {s: {SETTINGS[s]["terms"], SETTINGS[s]["background"][0]} for s in SETTINGS}
 
 
 class DemoError(ValueError):
@@ -109,7 +108,9 @@ def zoo_status(zoo: Zoo) -> dict:
     roles = {}
     for role in ("empty", "location", "clutter", "color"):
         roles[role] = zoo.find(role) if zoo.has(role) else None
-    settings = {s: all(roles[r] for r in SETTING_ROLES[s]) for s in SETTINGS}
+    if roles["empty"] is None and roles["location"] and zoo.has_empty_label(roles["location"]):
+        roles["empty"] = f"{roles['location']} ('empty' label)"  # one net models the empty scene too
+    settings = {s: setting_problem(zoo, s) is None for s in SETTINGS}
     return {"roles": roles, "settings": settings,
             "backgrounds": {b: settings[pair[0]] for b, pair in BACKGROUNDS.items()}}
 
@@ -228,21 +229,29 @@ def _device_of(net: Any) -> torch.device:
 
 
 def setting_denoiser(zoo: Zoo, setting: str, locations: Sequence[Sequence[float]], weights: Sequence[float]):
-    """The composed denoiser of Fig 3 setting A/B/C (Def 5.1) for these locations and weights.
+    """The composed denoiser of Fig 3 setting A/B/C (Def 5.1) for these locations and weights,
+    built from `experiments.setting_spec` (so the app composes exactly what the CLI does).
 
     With no locations the composition is the background alone (one term of weight 0 leaves D_b).
     """
-    s = SETTINGS[setting]
-    term_net = zoo.get(zoo.find(s["terms"]))
-    bg_role, bg_cond = s["background"]
-    bg_net = zoo.get(zoo.find(bg_role, zoo.resolution_of(zoo.find(s["terms"]))))
-    bg = Term(bg_net, bg_cond, name=s["title"])
-    if len(locations) == 0:
-        terms = [Term(term_net, (0.5, 0.5), 0.0, name="(no objects)")]
-    else:
-        terms = [Term(term_net, tuple(map(float, xy)), float(w), name=f"object {i + 1}")
-                 for i, (xy, w) in enumerate(zip(locations, weights))]
-    return compose(bg, terms), tuple(term_net.image_shape), _device_of(term_net)
+    from .experiments import setting_spec
+
+    locs, ws = (locations, weights) if len(locations) else ([[0.5, 0.5]], [0.0])
+    spec = setting_spec(zoo, setting, locs, [0], ws)
+    den = spec.build(zoo.registry(sorted({spec.background.model, *[t.model for t in spec.terms]})))
+    term_net = zoo.get(spec.terms[0].model)
+    return den, tuple(term_net.image_shape), _device_of(term_net)
+
+
+def setting_problem(zoo: Zoo, setting: str) -> Optional[str]:
+    """None if Fig 3 setting A/B/C can be built from the checkpoints, else why not."""
+    from .experiments import setting_spec
+
+    try:
+        setting_spec(zoo, setting, [[0.5, 0.5]], [0])
+        return None
+    except (ZooError, CompositionError) as e:
+        return str(e)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -297,8 +306,7 @@ def clevr_compose(zoo: Zoo, locations: Sequence[Sequence[float]], weights: Seque
     status = zoo_status(zoo)
     left, right = BACKGROUNDS[background]
     if not status["settings"][left]:
-        missing = [r for r in SETTING_ROLES[left] if not status["roles"][r]]
-        raise DemoError(f"background {background!r} needs checkpoint role(s) {missing} in {zoo.root!r}")
+        raise DemoError(f"background {background!r}: {setting_problem(zoo, left)}")
     settings = (left, right) if status["settings"][right] else (left,)
     seeds = [int(seed) + i for i in range(int(num_samples))]
     cfg = SamplerConfig(num_steps=int(steps), solver=solver, dtype="bfloat16" if bf16 else "float32").validate()

@@ -77,6 +77,26 @@ def _expect_error(client, match, *args, api_name):
     assert match.lower() in str(ei.value).lower(), str(ei.value)
 
 
+def test_missing_role_and_unreadable_config_are_reported(tmp_path):
+    """No server needed: what the app's status line and disabled options are built from."""
+    from projcomp import demo
+
+    root = str(tmp_path)
+    demo.write_random_zoo(root, roles=("location", "color"))
+    os.makedirs(os.path.join(root, "broken"))
+    with open(os.path.join(root, "broken", "config.json"), "w") as f:
+        f.write("{not json")
+    zoo, problems = demo.open_zoo(root)
+    assert len(problems) == 1 and "broken" in problems[0]
+    st = demo.zoo_status(zoo)
+    assert st["roles"]["empty"] is None and st["roles"]["clutter"] is None and st["roles"]["location"]
+    assert st["backgrounds"] == {"empty": False, "bayes": True, "clutter": False}
+    with pytest.raises(demo.DemoError, match="empty"):
+        demo.clevr_compose(zoo, [[0.5, 0.5]], [1.0], "empty", 1, 0, 1, True)
+    res = demo.clevr_compose(zoo, [[0.5, 0.5]], [1.0], "bayes", 1, 0, 1, True)
+    assert res.settings == ("B",)  # the counterpart (A) is dropped, not a crash
+
+
 def test_every_endpoint_is_exposed(client):
     api = client.view_api(print_info=False, return_format="dict")
     assert ENDPOINTS <= set(api["named_endpoints"]), set(api["named_endpoints"])
