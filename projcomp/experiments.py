@@ -58,6 +58,7 @@ class Zoo:
         self.root = root
         self.dtype = dtype
         self.entries: dict = {}  # name -> config dict
+        self.problems: dict = {}  # name -> why its folder was skipped (unreadable config)
         if os.path.isdir(root):
             for name in sorted(os.listdir(root)):
                 cfg_path = os.path.join(root, name, "config.json")
@@ -65,8 +66,9 @@ class Zoo:
                     try:
                         with open(cfg_path) as f:
                             self.entries[name] = json.load(f)
-                    except (OSError, json.JSONDecodeError) as e:
-                        raise ZooError(f"{cfg_path}: unreadable config ({e})") from None
+                    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+                        # One broken folder must not hide the others; callers can show `problems`.
+                        self.problems[name] = f"{cfg_path}: unreadable config ({e})"
         self._loaded: dict = {}
 
     def role_of(self, name: str) -> Optional[str]:
