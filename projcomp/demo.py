@@ -83,24 +83,9 @@ def resolve_checkpoints(source: Optional[str] = None) -> str:
 
 
 def open_zoo(root: str) -> tuple[Zoo, list]:
-    """A Zoo over `root` that skips (and reports) folders whose config.json is unreadable."""
-    problems = []
-    try:
-        return Zoo(root), problems
-    except ZooError:
-        pass
-    zoo = Zoo(os.path.join(root, "\0missing"))  # empty, then filled with the readable entries
-    zoo.root = root
-    for name in sorted(os.listdir(root)):
-        path = os.path.join(root, name, "config.json")
-        if not os.path.isfile(path):
-            continue
-        try:
-            with open(path) as f:
-                zoo.entries[name] = json.load(f)
-        except (OSError, ValueError) as e:
-            problems.append(f"{path}: unreadable ({e})")
-    return zoo, problems
+    """A Zoo over `root` and the folders it skipped because their config.json is unreadable."""
+    zoo = Zoo(root)
+    return zoo, list(zoo.problems.values())
 
 
 def zoo_status(zoo: Zoo) -> dict:
