@@ -155,7 +155,7 @@ def lora_dir(model_dir, tmp_path_factory):
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    p = StableDiffusionXLPipeline.from_pretrained(model_dir)
+    p = StableDiffusionXLPipeline.from_pretrained(model_dir, local_files_only=True)  # a local folder: never the Hub
     torch.manual_seed(1)
     p.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
                                   target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
