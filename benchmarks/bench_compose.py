@@ -33,7 +33,7 @@ class SmallConvNet(torch.nn.Module):
 
     def forward(self, x, sigma, cond=None):
         if cond is None:
-            cond = torch.zeros(x.shape[0], self.label_dim)
+            cond = torch.zeros(x.shape[0], self.label_dim, device=x.device)
         h = self.inp(x / torch.sqrt(1 + sigma[:, None, None, None] ** 2))
         h = h + self.emb(torch.cat([cond, sigma.log()[:, None] / 4], 1))[:, :, None, None]
         for conv in self.mid:
@@ -55,13 +55,20 @@ class PerTermLoop:
         return out
 
 
-def timed_interleaved(fns, repeats):
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed_interleaved(fns, repeats, device="cpu"):
     """Best-of-N wall time of each fn, run in alternation so that load changes hit all alike."""
     best = [float("inf")] * len(fns)
     for _ in range(repeats):
         for j, fn in enumerate(fns):
+            _sync(device)
             t0 = time.perf_counter()
             fn()
+            _sync(device)
             best[j] = min(best[j], time.perf_counter() - t0)
     return best
 
@@ -72,27 +79,30 @@ def main():
     ap.add_argument("--images", type=int, default=4, help="images B per run")
     ap.add_argument("--res", type=int, default=32, help="image resolution")
     ap.add_argument("--repeats", type=int, default=5, help="best of N, interleaved")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (GPU timings are synchronised)")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
     torch.manual_seed(0)
-    net = SmallConvNet().eval()
+    dev = args.device
+    net = SmallConvNet().eval().to(dev)
     shape = (3, args.res, args.res)
     seeds = list(range(args.images))
     rows = []
-    print(f"# {args.images} images, {args.res}x{args.res}, {args.steps}-step Heun, torch threads={torch.get_num_threads()}")
+    where = torch.cuda.get_device_name() if torch.device(dev).type == "cuda" else f"cpu, torch threads={torch.get_num_threads()}"
+    print(f"# {args.images} images, {args.res}x{args.res}, {args.steps}-step Heun, {where}")
     print(f"{'k':>3} {'compose s':>10} {'plain (k+1)B s':>15} {'loop s':>8} {'ratio_plain':>12} {'speedup_loop':>13}")
     for k in (1, 2, 4, 8):
-        conds = [torch.eye(3)[i % 3] + 0.1 * i for i in range(k)]
+        conds = [(torch.eye(3)[i % 3] + 0.1 * i).to(dev) for i in range(k)]
         comp = compose(Term(net, None), [Term(net, c) for c in conds])
         loop = PerTermLoop(net, conds)
         plain_seeds = list(range((k + 1) * args.images))
         with torch.no_grad():
-            sample(comp, seeds, shape, num_steps=2)  # warm-up
+            sample(comp, seeds, shape, num_steps=2, device=dev)  # warm-up
             t_comp, t_plain, t_loop = timed_interleaved([
-                lambda: sample(comp, seeds, shape, num_steps=args.steps),
-                lambda: sample(net, plain_seeds, shape, num_steps=args.steps),
-                lambda: sample(loop, seeds, shape, num_steps=args.steps),
-            ], args.repeats)
+                lambda: sample(comp, seeds, shape, num_steps=args.steps, device=dev),
+                lambda: sample(net, plain_seeds, shape, num_steps=args.steps, device=dev),
+                lambda: sample(loop, seeds, shape, num_steps=args.steps, device=dev),
+            ], args.repeats, dev)
         r = {"k": k, "compose_s": t_comp, "plain_s": t_plain, "loop_s": t_loop,
              "ratio_plain": t_comp / t_plain, "speedup_loop": t_loop / t_comp}
         rows.append(r)

@@ -53,7 +53,9 @@ def mp_silu(x: torch.Tensor) -> torch.Tensor:
 # loss of summing two independent unit-magnitude signals.
 
 def mp_sum(a: torch.Tensor, b: torch.Tensor, t: float = 0.5) -> torch.Tensor:
-    return a.lerp(b, t) / math.sqrt((1 - t) ** 2 + t ** 2)
+    # Under CUDA autocast one input may be bfloat16 and the other float32; lerp needs one dtype.
+    dt = torch.promote_types(a.dtype, b.dtype)
+    return a.to(dt).lerp(b.to(dt), t) / math.sqrt((1 - t) ** 2 + t ** 2)
 
 #----------------------------------------------------------------------------
 # Magnitude-preserving channel concatenation (EDM2 Eq. 103): a gets weight (1 - t), b weight t,
