@@ -21,6 +21,7 @@ so a k-term composition costs about one (k+1)-sample network call per sampler st
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, Optional, Sequence
 
@@ -139,20 +140,30 @@ class ComposedDenoiser:
     def num_terms(self) -> int:
         return len(self.terms)
 
-    def _eval_group(self, net: Any, slots: list[int], x: torch.Tensor, sigma: torch.Tensor) -> list[torch.Tensor]:
-        """Evaluate `net` for the given slots in one (chunked) batched call: outputs per slot."""
+    def _cond_rows(self, key: int, net: Any, slots: list[int], device: torch.device) -> Optional[torch.Tensor]:
+        """The group's condition rows [n, label_dim] on `device`, built once per device (no
+        host-to-device copy per network call)."""
+        cache = self.__dict__.setdefault("_cond_cache", {})
+        ck = (key, str(device))
+        if ck not in cache:
+            conds = [self._conds[j] for j in slots]
+            if all(c is None for c in conds):
+                cache[ck] = None
+            else:
+                label_dim = getattr(net, "label_dim", None)
+                dim = next(c.numel() for c in conds if c is not None)
+                if label_dim is not None and label_dim != dim:
+                    raise CompositionError(f"condition has {dim} values but the network's label_dim is {label_dim}")
+                cache[ck] = torch.stack([
+                    (c if c is not None else torch.zeros(dim)).to(dtype=torch.float32) for c in conds
+                ]).to(device)
+        return cache[ck]
+
+    def _eval_group(self, key: int, slots: list[int], x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """Evaluate one network for the given slots in one (chunked) batched call: Tensor[n, B, ...]."""
+        net = self._nets[key]
         B = x.shape[0]
-        conds = [self._conds[j] for j in slots]
-        if all(c is None for c in conds):
-            cond_rows = None
-        else:
-            label_dim = getattr(net, "label_dim", None)
-            dim = next(c.numel() for c in conds if c is not None)
-            if label_dim is not None and label_dim != dim:
-                raise CompositionError(f"condition has {dim} values but the network's label_dim is {label_dim}")
-            cond_rows = torch.stack([
-                (c if c is not None else torch.zeros(dim)).to(device=x.device, dtype=torch.float32) for c in conds
-            ])  # [n, label_dim]
+        cond_rows = self._cond_rows(key, net, slots, x.device)
         n = len(slots)
         xs = x.unsqueeze(0).expand(n, *x.shape).reshape(n * B, *x.shape[1:])
         ss = sigma.unsqueeze(0).expand(n, B).reshape(n * B)
@@ -161,28 +172,49 @@ class ComposedDenoiser:
         for start in range(0, n * B, self.max_batch):
             stop = min(start + self.max_batch, n * B)
             outs.append(net(xs[start:stop], ss[start:stop], None if cs is None else cs[start:stop]))
-        out = torch.cat(outs).reshape(n, B, *x.shape[1:])
-        return list(out.unbind(0))
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        return out.reshape(n, B, *x.shape[1:])
+
+    def evaluate_stacked(self, x: torch.Tensor, sigma: Any) -> torch.Tensor:
+        """Tensor[k+1, B, ...] = [D_b, D_1, ..., D_k] at (x, σ), one batched call per distinct
+        network. When one network serves every term (the usual case) this is that call's output
+        as is, with no copy."""
+        sigma = _sigma_vector(sigma, x)
+        if len(self._groups) == 1:
+            (key, slots), = self._groups.items()
+            return self._eval_group(key, slots, x, sigma)  # slots are 0..k in order
+        results: list[Optional[torch.Tensor]] = [None] * (len(self.terms) + 1)
+        for key, slots in self._groups.items():
+            for j, out in zip(slots, self._eval_group(key, slots, x, sigma).unbind(0)):
+                results[j] = out
+        dt = functools.reduce(torch.promote_types, [r.dtype for r in results])  # type: ignore[union-attr]
+        return torch.stack([r.to(dt) for r in results])  # type: ignore[union-attr]
 
     def evaluate_terms(self, x: torch.Tensor, sigma: Any) -> list[torch.Tensor]:
         """[D_b, D_1, ..., D_k] at (x, σ), evaluated one batched call per distinct network."""
-        sigma = _sigma_vector(sigma, x)
-        results: list[Optional[torch.Tensor]] = [None] * (len(self.terms) + 1)
-        for key, slots in self._groups.items():
-            for j, out in zip(slots, self._eval_group(self._nets[key], slots, x, sigma)):
-                results[j] = out
-        return results  # type: ignore[return-value]
+        return list(self.evaluate_stacked(x, sigma).unbind(0))
 
-    def combine(self, outs: Sequence[torch.Tensor]) -> torch.Tensor:
-        """D_b + Σ w_i (D_i − D_b), folded as (1 − Σw) D_b + Σ w_i D_i (one pass).
+    def coefficients(self) -> list:
+        """(1 − Σw, w_1, ..., w_k): Def 5.1 folded once, so that D = Σ_j c_j D_j (slot 0 = D_b)."""
+        if "_coefs" not in self.__dict__:
+            self._coefs = [float(1.0 - self.weights.sum())] + self.weights.tolist()
+        return self._coefs
+
+    def combine(self, outs: Any) -> torch.Tensor:
+        """D_b + Σ w_i (D_i − D_b), folded as (1 − Σw) D_b + Σ w_i D_i: one contraction over the
+        stacked outputs [k+1, B, ...] (a list of k+1 tensors is stacked first).
 
         Accumulates in the wider of fp32 and the inputs' dtype (fp64 for exact-score models).
         """
-        acc_dtype = torch.promote_types(outs[0].dtype, torch.float32)
-        acc = outs[0].to(acc_dtype) * float(1.0 - self.weights.sum())
-        for w, D_i in zip(self.weights.tolist(), outs[1:]):
-            acc = acc + w * D_i.to(acc_dtype)
-        return acc.to(outs[0].dtype)
+        stacked = outs if isinstance(outs, torch.Tensor) else torch.stack(list(outs))
+        acc_dtype = torch.promote_types(stacked.dtype, torch.float32)
+        # An element-wise sum in a fixed order, not a matmul: a BLAS contraction picks its blocking
+        # from the batch size, which would make sample s depend on the batch it is drawn in.
+        c = self.coefficients()
+        acc = stacked[0].to(acc_dtype) * c[0]
+        for j in range(1, stacked.shape[0]):
+            acc.add_(stacked[j].to(acc_dtype), alpha=c[j])
+        return acc.to(stacked.dtype)
 
     def contributions(self, x: torch.Tensor, sigma: Any) -> torch.Tensor:
         """w_i (D_i − D_b) for each term: Tensor[k, B, C, H, W] — where each concept acts (locality)."""
@@ -192,7 +224,7 @@ class ComposedDenoiser:
     def __call__(self, x: torch.Tensor, sigma: Any, cond: Any = None) -> torch.Tensor:
         if cond is not None:
             raise CompositionError("cond: a composed denoiser takes no condition (conditions live in its terms)")
-        return self.combine(self.evaluate_terms(x, sigma))
+        return self.combine(self.evaluate_stacked(x, sigma))
 
 
 def compose(background: Any, terms: Sequence[Any], weights: Optional[Sequence[float]] = None, max_batch: int = 256) -> ComposedDenoiser:

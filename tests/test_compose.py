@@ -127,12 +127,15 @@ def test_sample_is_the_same_alone_or_in_a_batch():
     comp = compose(Term(net, None), [Term(net, 0), Term(net, 1)])
     batch = sample(comp, [3, 7, 11], (3, 8, 8), num_steps=6)
     alone = sample(comp, [7], (3, 8, 8), num_steps=6)
-    torch.testing.assert_close(batch[1:2], alone, rtol=1e-5, atol=1e-5)
+    # The noise is bit-identical; the result only to float round-off: oneDNN's AVX-512 convolution
+    # picks its kernel from the batch size (≈4e-7 per call here), which σ_max = 80 amplifies.
+    tol = dict(rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(batch[1:2], alone, **tol)
     # Stochastic settings (churn, Langevin) are per-seed too.
     b2 = sample(comp, [3, 7], (3, 8, 8), num_steps=5, S_churn=10, langevin_steps=1)
     a2 = sample(comp, [7], (3, 8, 8), num_steps=5, S_churn=10, langevin_steps=1)
-    torch.testing.assert_close(b2[1:2], a2, rtol=1e-5, atol=1e-5)
-    assert not torch.allclose(batch[0], batch[1])
+    torch.testing.assert_close(b2[1:2], a2, **tol)
+    assert (batch[0] - batch[1]).abs().max() > 100 * tol["atol"]  # other seeds are far outside it
 
 
 def test_noise_and_schedule():
