@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from projcomp.nn import (ConditionError, MPConv, MPFourier, Precond, make_condition_encoder, mp_cat, mp_silu,
-                         mp_sum, normalize, normalize_weights_, set_force_wn_in_forward)
+                         mp_sum, normalize, normalize_weights_, set_fold_at_inference, set_force_wn_in_forward)
 
 
 def tiny_net(label_dim=17, condition={"type": "location", "dim": 2}, **kw):
@@ -65,6 +65,38 @@ def test_mpconv_unit_gain_and_forced_weight_normalisation():
     assert not torch.allclose(lin.weight.pow(2).mean(dim=1).sqrt(), torch.ones(4), atol=1e-2)
     lin.train()(torch.randn(2, 10))
     assert torch.allclose(lin.weight.pow(2).mean(dim=1).sqrt(), torch.ones(4), atol=1e-3)
+
+
+def test_inference_folds_weight_normalisation_once_and_follows_updates():
+    net = tiny_net().eval()
+    with torch.no_grad():  # open the zero-initialised output gain so F(x) is not 0
+        for n, p in net.named_parameters():
+            if n.endswith("gain"):
+                p.fill_(0.7)
+    g = torch.Generator().manual_seed(1)
+    x, s = torch.randn(3, 3, 16, 16, generator=g), torch.tensor([0.3, 1.0, 5.0])
+    c = torch.stack([net.encode_cond((0.2, 0.4)), net.encode_cond((0.8, 0.1)), torch.zeros(17)])
+    with torch.no_grad():
+        folded = net(x, s, c)
+        set_fold_at_inference(net, False)
+        reference = net(x, s, c)  # EDM2's per-call normalisation
+        set_fold_at_inference(net, True)
+    torch.testing.assert_close(folded, reference, rtol=1e-5, atol=1e-5)
+    assert any("_fold" in m.__dict__ for m in net.modules())  # the fold was really used
+    # A weight update invalidates the folded copy (version counter): outputs follow the new weights.
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    net.train()
+    loss = net(x, s, c).square().mean()
+    loss.backward()
+    assert all(p.grad is not None for n, p in net.named_parameters() if n.endswith("weight") and "unet" in n)
+    opt.step()
+    net.eval()
+    with torch.no_grad():
+        after = net(x, s, c)
+        set_fold_at_inference(net, False)
+        after_ref = net(x, s, c)
+    torch.testing.assert_close(after, after_ref, rtol=1e-5, atol=1e-5)
+    assert (after - folded).abs().max() > 1e-3
 
 
 def test_edm2_img64_xs_parameter_count():
