@@ -82,9 +82,17 @@ def resolve_checkpoints(source: Optional[str] = None) -> str:
                         f"({type(e).__name__}: {e})") from None
 
 
-def open_zoo(root: str) -> tuple[Zoo, list]:
-    """A Zoo over `root` and the folders it skipped because their config.json is unreadable."""
-    zoo = Zoo(root)
+def open_zoo(root: str, resolution: Optional[int] = None) -> tuple[Zoo, list]:
+    """A Zoo over `root` and the folders it skipped because their config.json is unreadable.
+
+    `resolution` (or $PROJCOMP_RESOLUTION) picks which checkpoints serve when several
+    resolutions are present; by default the lowest (see Zoo)."""
+    env = os.environ.get("PROJCOMP_RESOLUTION", "")
+    if resolution is None and env.strip():
+        if not env.strip().isdigit():
+            raise DemoError(f"PROJCOMP_RESOLUTION: {env!r} is not a resolution such as 32 or 64")
+        resolution = int(env)
+    zoo = Zoo(root, resolution=resolution)
     return zoo, list(zoo.problems.values())
 
 

@@ -54,9 +54,16 @@ class ZooError(ValueError):
 class Zoo:
     """Checkpoints found under `root` (one folder each), indexed by role and resolution, loaded lazily."""
 
-    def __init__(self, root: str = "checkpoints", dtype: Any = None):  # root: folder of checkpoint folders.
+    def __init__(
+        self,
+        root: str = "checkpoints",            # Folder of checkpoint folders.
+        dtype: Any = None,                    # Load weights as this dtype (None: float32).
+        resolution: Optional[int] = None,     # Preferred resolution where a role has several; None =
+                                              # the lowest (fastest to sample; the best-trained shipped set).
+    ):
         self.root = root
         self.dtype = dtype
+        self.resolution = resolution
         self.entries: dict = {}  # name -> config dict
         self.problems: dict = {}  # name -> why its folder was skipped (unreadable config)
         if os.path.isdir(root):
@@ -89,12 +96,23 @@ class Zoo:
     def resolutions(self) -> list:
         return sorted({self.resolution_of(n) for n in self.entries})
 
+    def preferred_resolution(self) -> Optional[int]:
+        """The resolution `find` picks when none is asked for (see the constructor)."""
+        if self.resolution:
+            return int(self.resolution)
+        res = self.resolutions()
+        return min(res) if res else None
+
     def find(self, role: str, resolution: Optional[int] = None) -> str:
-        """The checkpoint name for a role (highest resolution unless one is asked for)."""
+        """The checkpoint name for a role: at `resolution` if given, else at the preferred
+        resolution when the role has a checkpoint there, else the highest one."""
         names = [n for n in self.entries if self.role_of(n) == role and (resolution is None or self.resolution_of(n) == resolution)]
         if not names:
             have = ", ".join(f"{n} ({self.role_of(n)}, {self.resolution_of(n)}px)" for n in self.entries) or "none"
             raise ZooError(f"no checkpoint for role {role!r}" + (f" at {resolution}px" if resolution else "") + f" in {self.root!r} (have: {have})")
+        if resolution is None:
+            pref = [n for n in names if self.resolution_of(n) == self.preferred_resolution()]
+            names = pref or names
         return max(names, key=self.resolution_of)
 
     def has(self, role: str, resolution: Optional[int] = None) -> bool:

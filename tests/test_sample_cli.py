@@ -124,3 +124,21 @@ def test_judge_locations_on_rendered_scene():
     assert v["num_requested"] == 3 and v["exact_count"] and all(v["hits"])
     far = judge_locations(img, [[0.02, 0.02]])
     assert far["hits"] == [False] and not far["exact_count"]
+
+
+def test_zoo_prefers_one_resolution_when_a_role_has_several(tmp_path):
+    from conftest import build_tiny_zoo
+    build_tiny_zoo(str(tmp_path), resolution=16)
+    build_tiny_zoo(str(tmp_path), resolution=8)
+    auto = Zoo(str(tmp_path))
+    assert auto.resolutions() == [8, 16]
+    assert auto.preferred_resolution() == 8 and auto.find("location") == "clevr-location-8"  # lowest = fastest
+    for r in (8, 16):
+        z = Zoo(str(tmp_path), resolution=r)
+        assert z.find("location") == f"clevr-location-{r}"
+        spec = setting_spec(z, "A", [[0.5, 0.5]], [0])
+        assert spec.background.model == f"clevr-empty-{r}" and spec.terms[0].model == f"clevr-location-{r}"
+    # An explicit resolution always wins over the preference; a missing one is named.
+    assert Zoo(str(tmp_path), resolution=8).find("location", 16) == "clevr-location-16"
+    with pytest.raises(ZooError, match="at 32px"):
+        auto.find("location", 32)
