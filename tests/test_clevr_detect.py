@@ -1,9 +1,14 @@
-"""CLEVR detector internals: digital hull, splitting touching same-colour objects, tiny objects."""
+"""CLEVR detector: digital hull, splitting touching same-colour objects, tiny objects, the centre net."""
+
+import copy
+import json
+import os
 
 import numpy as np
+from scipy import ndimage as ndi
 from scipy.spatial import ConvexHull
 
-from projcomp.clevr import render, sample_scene
+from projcomp.clevr import centernet, render, sample_scene, set_resolution
 from projcomp.clevr.detect import _hull_mask, _solidity, _split_convex, detect, match
 
 
@@ -49,3 +54,75 @@ def test_far_small_objects_found_at_32_and_empty_scenes_stay_empty():
         total += len(m['hits'])
         assert detect(render(sample_scene([32, i], 0, resolution=32), 32)) == []
     assert hits / total >= 0.9
+
+
+def _two_spheres(offset_behind, offset_right, color='red', R=64):
+    """Two large rubber spheres of one colour, the second `offset_behind` behind and
+    `offset_right` right of the first (world units along the camera's directions)."""
+    s = sample_scene(5, 1, forced={'color': color, 'size': 'large', 'shape': 'sphere', 'material': 'rubber'})
+    d = s['directions']
+    a = s['objects'][0]
+    a['3d_coords'] = [0.0, 0.0, 0.7]
+    b = copy.deepcopy(a)
+    b['3d_coords'] = [offset_behind * d['behind'][0] + offset_right * d['right'][0],
+                      offset_behind * d['behind'][1] + offset_right * d['right'][1], 0.7]
+    s['objects'] = [a, b]
+    set_resolution(s, R)
+    return s
+
+
+def test_touching_same_colour_objects_with_nearly_convex_union_are_two():
+    # the second sphere sits behind-right of the first: their union has only a shallow neck,
+    # which the convexity splitter alone (centers='classical') does not cut
+    for R in (32, 64, 128):
+        s = _two_spheres(1.6, 0.8, R=R)
+        img = render(s, R)
+        gt = [o['pixel_coords'][:2] for o in s['objects']]
+        dets = detect(img)
+        m = match(dets, gt, max(2.0, 0.08 * R))
+        assert m['all_hit'], (R, [d['center'] for d in dets], gt)
+        assert [d['color'] for d in dets] == ['red', 'red']
+        assert max(np.hypot(*(np.subtract(dets[a]['center'], g))) for a, g in zip(m['assignment'], gt)) < 0.05 * R
+    assert len(detect(render(_two_spheres(1.6, 0.8), 64), centers='classical')) == 1
+
+
+def test_centre_net_weights_are_small_safetensors_with_their_training_command():
+    folder = os.path.dirname(centernet.WEIGHTS + '/')
+    files = sorted(os.listdir(folder))
+    assert files == ['config.json', 'model.safetensors']
+    assert os.path.getsize(os.path.join(folder, 'model.safetensors')) < 2 * 2 ** 20
+    cfg = json.load(open(os.path.join(folder, 'config.json')))
+    assert cfg['command'].startswith('python -m projcomp.clevr.centernet train')
+    assert all(c.startswith('python -m projcomp.clevr.centernet data') for c in cfg['train']['data_commands'])
+    assert 0 < cfg['threshold'] < 1 and cfg['input'] == 64
+    net, _ = centernet.load()
+    assert not net.training and sum(p.numel() for p in net.parameters()) < 200_000
+
+
+def test_centre_net_finds_every_object_alone_and_nothing_on_empty_floors():
+    hits = total = extra = 0
+    for i in range(10):
+        s = sample_scene([41, i], (1, 8), resolution=64)
+        img = render(s, 64).astype(np.float32) / 255
+        xy, score = centernet.predict(img)
+        m = match([{'center': c} for c in xy], [o['pixel_coords'][:2] for o in s['objects']], 2.0)
+        hits += sum(m['hits'])
+        total += len(m['hits'])
+        extra += len(xy) - sum(m['hits'])
+        e = render(sample_scene([42, i], 0, resolution=64), 64).astype(np.float32) / 255
+        assert len(centernet.predict(e)[0]) == 0
+    assert hits / total >= 0.95 and extra <= 2
+
+
+def test_degraded_images_still_counted():
+    # generated samples are blurrier and noisier than renders: mild blur + noise keeps the count
+    rng = np.random.default_rng(0)
+    ok = n = 0
+    for i in range(12):
+        s = sample_scene([43, i], (1, 6), resolution=64)
+        img = render(s, 64).astype(np.float32)
+        img = ndi.gaussian_filter(img, (0.7, 0.7, 0)) + rng.normal(0, 4, img.shape)
+        img = np.clip(img, 0, 255).astype(np.uint8)
+        ok += match(detect(img), [o['pixel_coords'][:2] for o in s['objects']], 5.12)['all_hit']
+        n += 1
+    assert ok / n >= 0.8

@@ -1,7 +1,8 @@
-"""Model-free CLEVR object detector: how evaluation, tests and the app judge compositions.
+"""CLEVR object detector: how evaluation, tests and the app judge compositions.
 
 The paper counted objects by hand (Table 1); this replaces that with a judge that needs no
-download. Pipeline (works on renders and on blurrier generated samples):
+download (its one learned part, a 340 kB centre net, ships in the package). Pipeline (works on
+renders and on blurrier generated samples):
 
 1. Floor model. The floor is a smooth grey field, so log-luminance is fitted by a cubic surface in
    image coordinates with iterative outlier rejection (objects, shadows and highlights drop out).
@@ -13,10 +14,18 @@ download. Pipeline (works on renders and on blurrier generated samples):
    (shading scales linear RGB, tinting keeps the direction, blending with the floor shortens it),
    nearest of the 7 CLEVR hues by cosine; low-chroma dark pixels are 'gray'; uncertain pixels
    (edges, highlights) take the label of the nearest labelled pixel in their blob.
-4. Connected components per label, then touching objects of the same colour are split where the
-   distance transform has two peaks joined by a neck (watershed from the peaks).
-5. Centre = centroid, size = area against the area a large/small object would have at that
-   image position under the CLEVR camera, colour = majority label.
+4. Connected components per label.
+5. Objects = peaks of a tiny centre-heatmap CNN (`centernet.py`, ~85 k parameters shipped in
+   projcomp/clevr/weights/centernet, trained on our own renders with blur/noise/colour
+   augmentation): each peak is attached to the component under it; a component holding several
+   peaks (touching objects of one colour, even when their union is convex) is split among them
+   by a marker watershed; a component holding none is a fragment of a neighbour's mask (a dark
+   cube face, a metal reflection) unless it is object-sized. `centers='classical'` keeps the
+   model-free path instead: same-colour blobs are split where they are clearly non-convex.
+6. Centre = the net's sub-pixel peak (the projected 3D centre, also for occluded objects; the
+   classical path uses the centroid), size = area against the area a large/small object would
+   have at that image position under the CLEVR camera, colour = majority label (the mean
+   chromaticity offset near the centre when the labels are fragmentary, as in noisy samples).
 """
 
 from __future__ import annotations
@@ -95,12 +104,13 @@ def _expected_areas(cam: Camera, u, v, R):
 
 
 def detect(image, chroma_thr=0.09, dark_ratio=0.55, bright_ratio=1.3, min_area=None,
-           return_labels=False):
+           return_labels=False, centers='net'):
     """Objects in one CLEVR-like image.
 
     Returns a list of dicts {center: (x, y) pixels (continuous coords, pixel (i,j) spans
     [i,i+1) x [j,j+1)), color: CLEVR colour name, size: 'large'|'small', area: pixels}; with
     return_labels=True also the [H,W] int label image (0 = floor, k = detection k-1).
+    centers: 'net' (objects = the centre net's peaks, step 5) or 'classical' (no network).
     """
     srgb = to_srgb_hwc(image)
     H, W, _ = srgb.shape
@@ -163,6 +173,12 @@ def detect(image, chroma_thr=0.09, dark_ratio=0.55, bright_ratio=1.3, min_area=N
     grad = np.hypot(gx_, gy_)
     cam = Camera()
     dets, final = [], np.zeros((H, W), np.int32)
+    if centers == 'net':
+        if not comps.any():          # nothing differs from the floor: no object (and no net call)
+            return (dets, final) if return_labels else dets
+        return _detect_with_centres(srgb, comps, lab, off, grad, min_area, cam, return_labels)
+    if centers != 'classical':
+        raise ValueError(f"detect: centers must be 'net' or 'classical', got {centers!r}")
     for ci, sl in enumerate(ndi.find_objects(comps), 1):
         if sl is None:
             continue
@@ -171,9 +187,7 @@ def detect(image, chroma_thr=0.09, dark_ratio=0.55, bright_ratio=1.3, min_area=N
         area = int(mask.sum())
         if area < min_area:
             continue
-        vals = lab[sl][mask]
-        k = int(np.bincount(vals, minlength=len(_HUES) + 2)[1:].argmax()) + 1
-        color = 'gray' if k == len(_HUES) + 1 else _HUES[k - 1]
+        color = _majority_colour(lab[sl][mask])
         # area prior (idea of issue 3): a blob well above one large object's expected area at its
         # position is more likely two objects, so a milder non-convexity suffices; a blob the
         # size of a small object needs a clearer one (its outline is only a few pixels long)
@@ -189,6 +203,120 @@ def detect(image, chroma_thr=0.09, dark_ratio=0.55, bright_ratio=1.3, min_area=N
             dets.append({'center': (cx, cy), 'color': color, 'size': size, 'area': a})
             final[sl][part] = len(dets)
     return (dets, final) if return_labels else dets
+
+
+def _majority_colour(vals):
+    k = int(np.bincount(vals, minlength=len(_HUES) + 2)[1:].argmax()) + 1
+    return 'gray' if k == len(_HUES) + 1 else _HUES[k - 1]
+
+
+# How the centre net and the colour components are combined (tuned on validation seeds 8888).
+_ATTACH = 0.04       # a centre within this x R px of a component belongs to it
+_ORPHAN_SCORE = 0.6  # a centre on no component is an object when the net is this sure
+_KEEP_EMPTY = 0.5    # a component without a centre is kept when its area >= this x a small object's
+_NET_CENTRE = True   # report the net's centre (else the part's centroid)
+_FRAGMENT = 0.5      # a component below this x a small object's area takes its colour from a disc
+_AGREE = 0.6         # ... and so does one where fewer than this fraction of pixels share a label
+
+
+def _detect_with_centres(srgb, comps, lab, off, grad, min_area, cam, return_labels):
+    """Objects = the centre net's peaks; colours, masks and sizes from the colour components.
+
+    Each peak is attached to the component it falls on (or one within `_ATTACH` x R px); a
+    component holding several peaks is split among them by a marker watershed (on the luminance
+    gradient and distance transform), which separates touching same-colour objects whose union
+    is convex; a component with no peak is a fragment of a neighbour's mask unless it is large.
+    """
+    from . import centernet
+    H, W = comps.shape
+    R = W
+    xy, score = centernet.predict(srgb)
+    dist, (niy, nix) = ndi.distance_transform_edt(comps == 0, return_indices=True)
+    owner = {}
+    orphans = []
+    for (x, y), sc in zip(xy, score):
+        ix, iy = min(max(int(x), 0), W - 1), min(max(int(y), 0), H - 1)
+        if dist[iy, ix] <= _ATTACH * R:
+            c = int(comps[niy[iy, ix], nix[iy, ix]])
+            owner.setdefault(c, []).append((x, y, niy[iy, ix], nix[iy, ix]))
+        elif sc >= _ORPHAN_SCORE:
+            orphans.append((x, y, sc))
+    dets, final = [], np.zeros((H, W), np.int32)
+
+    def add(part, color, centre, sl):
+        a = int(part.sum())
+        ys, xs = np.nonzero(part)
+        cx, cy = float(xs.mean() + 0.5 + sl[1].start), float(ys.mean() + 0.5 + sl[0].start)
+        if centre is not None and _NET_CENTRE:
+            cx, cy = float(centre[0]), float(centre[1])
+        aL, aS = _expected_areas(cam, cx, cy, R)
+        dets.append({'center': (cx, cy), 'color': color, 'size': 'large' if a > np.sqrt(aL * aS) else 'small',
+                     'area': a})
+        final[sl][part] = len(dets)
+
+    for ci, sl in enumerate(ndi.find_objects(comps), 1):
+        if sl is None:
+            continue
+        sl = tuple(slice(max(a.start - 1, 0), a.stop + 1) for a in sl)     # 1-px margin
+        mask = comps[sl] == ci
+        color = _majority_colour(lab[sl][mask])
+        pts = owner.get(ci, [])
+        if not pts:
+            ys, xs = np.nonzero(mask)
+            aS = _expected_areas(cam, xs.mean() + 0.5 + sl[1].start, ys.mean() + 0.5 + sl[0].start, R)[1]
+            if mask.sum() >= max(min_area, _KEEP_EMPTY * aS):
+                add(mask, color, None, sl)
+            continue
+        if len(pts) == 1:
+            vals = lab[sl][mask]
+            agree = np.bincount(vals).max() / vals.size
+            frag = _fragment_colour(None if agree < _AGREE else mask, pts[0], off, comps > 0, xy, cam, R)
+            add(mask, frag or color, pts[0][:2], sl)
+            continue
+        markers = np.zeros(mask.shape, np.int32)
+        markers[~mask] = -1
+        for m, (_, _, py, px) in enumerate(pts, 1):
+            markers[py - sl[0].start, px - sl[1].start] = m
+        dt = ndi.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+        g = grad[sl] * mask
+        elev = 0.7 * g / max(g.max(), 1e-6) + 0.3 * (dt.max() - dt) / max(dt.max(), 1e-6)
+        ws = ndi.watershed_ift(np.where(mask, elev * 254, 255).astype(np.uint8), markers)
+        for m, p in enumerate(pts, 1):
+            part = (ws == m) & mask
+            if part.any():
+                add(part, color, p[:2], sl)
+    for x, y, _ in orphans:         # a centre on the floor model's blind spot: colour of the pixel
+        ix, iy = min(max(int(x), 0), W - 1), min(max(int(y), 0), H - 1)
+        sl = (slice(iy, iy + 1), slice(ix, ix + 1))
+        c = _fragment_colour(None, (x, y), off, comps > 0, xy, cam, R) or 'gray'
+        add(np.ones((1, 1), bool), c, (x, y), sl)
+    return (dets, final) if return_labels else dets
+
+
+def _fragment_colour(mask, pt, off, fgm, xy, cam, R):
+    """Colour for a centre whose component is a fragment or whose labels disagree (noise breaks a
+    grey object into specks of random hue): the mean chromaticity offset of the foreground near
+    the centre (pixels closer to it than to any other centre) -- averaging cancels the noise that
+    scattered the labels. None when the component's labels can speak for themselves."""
+    aS = _expected_areas(cam, pt[0], pt[1], R)[1]
+    if mask is not None and mask.sum() >= _FRAGMENT * aS:
+        return None
+    r = 0.8 * np.sqrt(aS / np.pi)
+    H, W = fgm.shape
+    y0, y1 = max(int(pt[1] - r), 0), min(int(pt[1] + r) + 2, H)
+    x0, x1 = max(int(pt[0] - r), 0), min(int(pt[0] + r) + 2, W)
+    yy, xx = np.mgrid[y0:y1, x0:x1] + 0.5
+    d = np.hypot(xx - pt[0], yy - pt[1])
+    near = (d <= r) & fgm[y0:y1, x0:x1]
+    for ox, oy in xy:
+        if (ox, oy) != (pt[0], pt[1]):
+            near &= d <= np.hypot(xx - ox, yy - oy)
+    if not near.any():
+        return None
+    m = off[y0:y1, x0:x1][near].mean(0)
+    if np.linalg.norm(m) < 0.045:
+        return 'gray'
+    return _HUES[int((m @ _DIRS.T).argmax())]
 
 
 def _absorb_small(comps, n, min_area):
