@@ -126,3 +126,24 @@ def test_degraded_images_still_counted():
         ok += match(detect(img), [o['pixel_coords'][:2] for o in s['objects']], 5.12)['all_hit']
         n += 1
     assert ok / n >= 0.8
+
+
+def test_centre_net_retrains_exactly_from_its_cli(tmp_path):
+    data = str(tmp_path / 'data')
+    centernet.main(['data', '--out', data, '--scenes', '6', '--seed', '5'])
+    centernet.make_data(data, 2, seed=8888, shard_size=2)            # validation shard
+    imgs, objs = centernet.load_data(data, exclude=8888)
+    assert imgs.shape == (6, 64, 64, 3) and objs.shape[1] == 5
+    outs = []
+    for k in range(2):
+        out = str(tmp_path / f'w{k}')
+        centernet.main(['train', '--data', data, '--out', out, '--steps', '3', '--batch', '4'])
+        outs.append(open(os.path.join(out, 'model.safetensors'), 'rb').read())
+        cfg = json.load(open(os.path.join(out, 'config.json')))
+        assert cfg['command'] == f'python -m projcomp.clevr.centernet train --data {data} --out {out} --steps 3 --batch 4'
+        assert cfg['train']['data_commands'] == [
+            f'python -m projcomp.clevr.centernet data --out {data} --seed 5 --scenes 6',
+            f'python -m projcomp.clevr.centernet data --out {data} --seed 8888 --scenes 2']
+        xy, score = centernet.predict(imgs[0] / 255.0, folder=out)
+        assert xy.shape[1] == 2 and len(xy) == len(score)
+    assert outs[0] == outs[1]          # same data, same seed -> the same bytes
