@@ -37,6 +37,7 @@ import matplotlib.pyplot  # noqa: E402,F401
 from projcomp import demo as pcd  # every panel is computed there (no UI code)
 from projcomp.clevr.scene import CLEVR_COLORS
 from projcomp.experiments import SETTINGS, random_locations
+from projcomp.sampling import bf16_is_fast
 
 # ---------------------------------------------------------------------------------------------
 # Configuration (environment).
@@ -49,6 +50,9 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # Sample the two sides of the comparison in two threads when a core is free for each.
 PARALLEL_SIDES = DEVICE == "cpu" and THREADS == 1 and (os.cpu_count() or 1) >= 2
 SEED_MAX = 2**31 - 1
+# bf16 autocast is on by default only where it is faster (CUDA, or a CPU with AVX512-BF16 / AMX).
+BF16_FAST = bf16_is_fast(DEVICE)
+BF16_LABEL = "bfloat16" + (" (faster here)" if BF16_FAST else " (slower here: this CPU has no bf16 instructions)")
 
 # ---------------------------------------------------------------------------------------------
 # Checkpoints: found once at start; a missing role disables what needs it, with a message.
@@ -583,7 +587,7 @@ def build() -> gr.Blocks:
                             samples = gr.Slider(1, pcd.MAX_SAMPLES, value=2, step=1, label="samples", min_width=120, elem_id="samples")
                         with gr.Row():
                             seed = gr.Number(value=0, precision=0, label="seed", minimum=0, maximum=SEED_MAX, min_width=80)
-                            bf16 = gr.Checkbox(value=True, label="bfloat16 (faster on CPU)", min_width=80)
+                            bf16 = gr.Checkbox(value=BF16_FAST, label=BF16_LABEL, min_width=80)
                         run_btn = gr.Button("Compose", variant="primary", elem_id="run", interactive=bool(BG_AVAILABLE))
                 with gr.Row(equal_height=True):
                     left = gr.Image(label="chosen background", format="png", interactive=False, elem_id="left", buttons=["download"])
@@ -649,7 +653,7 @@ def build() -> gr.Blocks:
                             csamples = gr.Slider(1, pcd.MAX_SAMPLES, value=4, step=1, label="samples")
                         with gr.Row():
                             cseed = gr.Number(value=0, precision=0, label="seed", minimum=0, maximum=SEED_MAX)
-                            cbf16 = gr.Checkbox(value=True, label="bfloat16")
+                            cbf16 = gr.Checkbox(value=BF16_FAST, label=BF16_LABEL)
                         crun = gr.Button("Compose colours", variant="primary", interactive=bool(STATUS["roles"]["color"]))
                         if not STATUS["roles"]["color"]:
                             gr.Markdown("⚠️ No colour checkpoint (dataset preset `color`): sampling is disabled; the "

@@ -13,7 +13,7 @@ import torch
 
 from projcomp.experiments import Zoo, setting_spec
 from projcomp.sample import prepare
-from projcomp.sampling import sample
+from projcomp.sampling import bf16_is_fast, sample
 
 
 def main():
@@ -23,7 +23,8 @@ def main():
     args = ap.parse_args()
     zoo = Zoo(args.checkpoints)
     locs = [[0.3, 0.55], [0.7, 0.55], [0.5, 0.75]]
-    print(f"# one 3-object image, setting A, torch threads={torch.get_num_threads()}")
+    print(f"# one 3-object image, setting A, torch threads={torch.get_num_threads()}, "
+          f"native bf16 on this CPU: {bf16_is_fast('cpu')}")
     print(f"{'steps':>5} {'dtype':>9} {'calls':>5} {'best s':>7}")
     for steps in (32, 16):
         for dtype in ("float32", "bfloat16"):

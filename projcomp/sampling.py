@@ -28,7 +28,23 @@ __all__ = [
     "noise_for_seeds",
     "sample",
     "num_network_calls",
+    "bf16_is_fast",
 ]
+
+
+def bf16_is_fast(device: Any = "cpu") -> bool:
+    """Whether bfloat16 autocast speeds the network up on `device`.
+
+    On CUDA it does. On a CPU only with native bf16 instructions (AVX512-BF16 or AMX): elsewhere
+    oneDNN emulates bf16 and sampling gets slower (measured: 1.0-1.9x slower on an AVX-512 Xeon
+    without AVX512-BF16, `benchmarks/bench_sample.py`)."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return True
+    if dev.type != "cpu":
+        return False
+    cpu = getattr(torch, "cpu", None)
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 
 class SamplingError(ValueError):

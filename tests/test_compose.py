@@ -1,6 +1,7 @@
 """Def 5.1 over denoisers: equivalences, batching, validation, per-seed reproducibility."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -194,3 +195,16 @@ def test_sampler_config_errors():
         SamplerConfig(solver="rk4").validate()
     with pytest.raises(SamplingError, match="num_steps"):
         SamplerConfig(num_steps=0).validate()
+
+
+def test_bf16_default_follows_the_cpu():
+    """bf16 autocast is only offered as the default where the CPU has native bf16 instructions."""
+    from projcomp.sampling import bf16_is_fast
+    assert bf16_is_fast("cuda")
+    if not os.path.exists("/proc/cpuinfo"):
+        pytest.skip("needs /proc/cpuinfo")
+    flags = set()
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("flags"):
+            flags |= set(line.split(":", 1)[1].split())
+    assert bf16_is_fast("cpu") == bool({"avx512_bf16", "amx_bf16"} & flags)
