@@ -4,6 +4,7 @@
     python -m projcomp.evaluate table1 ...                  (alias of fig3: Table 1 is its counts)
     python -m projcomp.evaluate fig5   --seeds 0-15 --outdir out/fig5
     python -m projcomp.evaluate theory --outdir out/theory   (the exact-score toys, App. G etc.)
+    python -m projcomp.evaluate rejudge --outdir out/fig3   (Table 1 again from saved samples)
 
 Fig 3 / Table 1: for each setting and k, k locations are drawn by the CLEVR scene sampler
 (`--location-sets` sets per k) and each set is sampled with the listed seeds, the same seeds in
@@ -33,7 +34,7 @@ from .experiments import SETTINGS, Zoo, ZooError, color_spec, random_locations, 
 from .sample import parse_seeds, run_spec, to_uint8
 from .sampling import SamplingError
 
-__all__ = ["fig3", "fig5", "judge_locations", "main"]
+__all__ = ["fig3", "fig5", "judge_locations", "main", "rejudge"]
 
 
 def judge_locations(image_u8: np.ndarray, locations: Sequence[Sequence[float]], radius_frac: float = 0.08) -> dict:
@@ -81,7 +82,7 @@ def fig3(zoo: Zoo, settings: Sequence[str], ks: Sequence[int], seeds: Sequence[i
     from PIL import Image
 
     os.makedirs(outdir, exist_ok=True)
-    rows, per_image = [], []
+    rows, per_image, samples = [], [], {}
     for setting in settings:
         grid_rows = []
         for k in ks:
@@ -93,6 +94,8 @@ def fig3(zoo: Zoo, settings: Sequence[str], ks: Sequence[int], seeds: Sequence[i
                 t0 = time.perf_counter()
                 imgs = to_uint8(run_spec(spec, zoo, batch=batch))
                 dt = time.perf_counter() - t0
+                samples[f"{setting}/k{k}/set{j}"] = imgs
+                samples[f"{setting}/k{k}/set{j}/locations"] = np.asarray(locs, np.float64).reshape(-1, 2)
                 for s, img in zip(seeds, imgs):
                     v = judge_locations(img, locs)
                     stats["exact"] += v["exact_count"]
@@ -114,6 +117,36 @@ def fig3(zoo: Zoo, settings: Sequence[str], ks: Sequence[int], seeds: Sequence[i
     _write_table(rows, outdir, "table1", "Table 1 (detector counts): exact-count rate, per-location hit rate, mean detected count")
     with open(os.path.join(outdir, "per_image.json"), "w") as f:
         json.dump(per_image, f)
+    # The samples themselves (uint8 NHWC per setting / k / location set, with the requested
+    # locations), so that `rejudge` can count them again with another detector without sampling.
+    np.savez_compressed(os.path.join(outdir, "samples.npz"), seeds=np.asarray(list(seeds)), **samples)
+    return rows
+
+
+def rejudge(outdir: str, log=print) -> list:
+    """Table 1 again from a fig3 run's samples.npz with the current detector (no sampling)."""
+    path = os.path.join(outdir, "samples.npz")
+    if not os.path.isfile(path):
+        raise ValueError(f"{path!r}: not found (run `python -m projcomp.evaluate fig3 --outdir {outdir}` first)")
+    with np.load(path) as z:
+        data = {k: z[k] for k in z.files}
+    groups: dict = {}
+    for key in data:
+        parts = key.split("/")
+        if len(parts) == 3:
+            setting, k, _ = parts
+            groups.setdefault((setting, int(k[1:])), []).append((data[key], data[key + "/locations"].tolist()))
+    rows = []
+    for (setting, k), sets in groups.items():
+        exact = hits = req = det = n = 0
+        for imgs, locs in sets:
+            for img in imgs:
+                v = judge_locations(img, locs)
+                exact += v["exact_count"]; hits += sum(v["hits"]); req += k; det += v["num_detected"]; n += 1
+        rows.append({"setting": setting, "k": k, "images": n, "exact_count_rate": exact / n,
+                     "location_hit_rate": hits / max(req, 1), "mean_detected": det / n})
+        log(f"setting {setting} k={k}: exact {exact}/{n}")
+    _write_table(rows, outdir, "table1", "Table 1 (detector counts): exact-count rate, per-location hit rate, mean detected count")
     return rows
 
 
@@ -191,9 +224,10 @@ def main(argv=None) -> int:
     p5 = sub.add_parser("fig5", help="Fig 5 colour composition + per-channel histograms")
     p5.add_argument("--base", default="yellow")
     pt = sub.add_parser("theory", help="the exact-score toys (App. G eq. 17/18, 2-D experts, feature maps)")
+    pr = sub.add_parser("rejudge", help="Table 1 again from a fig3 --outdir's samples.npz with the current detector")
     for p in list(sub.choices.values()):
         p.add_argument("--outdir", required=True)
-        if p is pt:
+        if p in (pt, pr):
             continue
         p.add_argument("--seeds", nargs="+", default=["0-7"])
         p.add_argument("--steps", type=int, default=32)
@@ -205,9 +239,15 @@ def main(argv=None) -> int:
     os.makedirs(args.outdir, exist_ok=True)
     config = {k: v for k, v in vars(args).items()}
     config["command"] = "python -m projcomp.evaluate " + " ".join(argv if argv is not None else sys.argv[1:])
-    with open(os.path.join(args.outdir, "config.json"), "w") as f:
+    # rejudge keeps the fig3 run's config.json (it did the sampling) and records itself beside it.
+    with open(os.path.join(args.outdir, "rejudge.json" if args.cmd == "rejudge" else "config.json"), "w") as f:
         json.dump(config, f, indent=2)
     try:
+        if args.cmd == "rejudge":
+            rows = rejudge(args.outdir)
+            for r in rows:
+                print(json.dumps(r))
+            return 0
         if args.cmd == "theory":
             from .theory.__main__ import main as theory_main
             return theory_main(["--outdir", args.outdir])

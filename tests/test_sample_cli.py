@@ -109,6 +109,15 @@ def test_evaluate_fig3_writes_tables_and_grids(tiny_zoo_dir, tmp_path):
     assert (out / "fig3_A.png").exists() and (out / "table1.md").exists() and (out / "config.json").exists()
     per = json.load(open(out / "per_image.json"))
     assert len(per) == 8 and all(len(p["hits"]) == p["k"] for p in per)
+    # rejudge re-counts the saved samples: same table as the sampling run, config.json untouched.
+    first = open(out / "table1.csv").read()
+    cfg = open(out / "config.json").read()
+    (out / "table1.csv").unlink()
+    assert eval_main(["rejudge", "--outdir", str(out)]) == 0
+    assert open(out / "table1.csv").read() == first and open(out / "config.json").read() == cfg
+    with __import__("numpy").load(out / "samples.npz") as z:
+        assert z["A/k2/set0"].shape == (2, 16, 16, 3) and z["A/k2/set0/locations"].shape == (2, 2)
+    assert eval_main(["rejudge", "--outdir", str(tmp_path / "nowhere")]) == 2
 
 
 def test_judge_locations_on_rendered_scene():
