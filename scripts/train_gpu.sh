@@ -5,7 +5,11 @@
 #   bash scripts/train_gpu.sh 32        # checkpoints/clevr-{location,color,clutter}-32 (preset gpu-32)
 #   bash scripts/train_gpu.sh "32 64"   # and the 64x64 versions (preset gpu-64-small)
 #
-# Environment: N (images per dataset, default 16384), DUR32 / DUR64 (training images, default
+# The shipped checkpoints were made on one H100 with exactly (each config.json records it):
+#   bash scripts/train_gpu.sh 32
+#   DUR64=576Ki EXTRA='--rampup 64Ki --avg-last 128 --t-ref 256' bash scripts/train_gpu.sh 64
+#
+# Environment: N (images per dataset, default 8192), DUR32 / DUR64 (training images, default
 # the preset's), SEED (dataset seed, default 1), EXTRA (more train options, e.g. '--rampup 64Ki'). Datasets are made once with the project's own
 # renderer (`python -m projcomp.clevr make`) on the machine's cores; re-running resumes training
 # from the newest state. Logs: logs/<name>.log.
@@ -13,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 RESOLUTIONS=${1:-32}
-N=${N:-16384}; SEED=${SEED:-1}
+N=${N:-8192}; SEED=${SEED:-1}
 DATA=data; RUNS=runs
 mkdir -p "$DATA" "$RUNS" checkpoints logs
 NJOBS=$(( 3 * $(echo $RESOLUTIONS | wc -w) ))
