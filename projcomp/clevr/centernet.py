@@ -128,12 +128,12 @@ class CenterNet(nn.Module):
 
 
 def prepare(srgb_hwc: np.ndarray) -> torch.Tensor:
-    """float HWC sRGB in [0,1] at any square size -> [1,3,64,64] (area down, bilinear up)."""
+    """float HWC sRGB in [0,1] at any size -> [1,3,64,64] (area down, bilinear up, per axis)."""
     x = torch.from_numpy(np.ascontiguousarray(srgb_hwc, np.float32)).permute(2, 0, 1)[None]
-    R = x.shape[-1]
-    if R > INPUT:
-        x = F.interpolate(x, size=(INPUT, INPUT), mode='area')
-    elif R < INPUT:
+    H, W = x.shape[-2:]
+    if H > INPUT or W > INPUT:
+        x = F.interpolate(x, size=(min(H, INPUT), min(W, INPUT)), mode='area')
+    if x.shape[-2] < INPUT or x.shape[-1] < INPUT:
         x = F.interpolate(x, size=(INPUT, INPUT), mode='bilinear', align_corners=False)
     return x
 
@@ -169,11 +169,11 @@ def load(folder: str = WEIGHTS):
 def predict(srgb_hwc: np.ndarray, thr: float | None = None, folder: str = WEIGHTS):
     """Object centres in the image's own pixel frame: (N,2) xy, (N,) scores."""
     net, cfg = load(folder)
-    R = srgb_hwc.shape[1]
+    H, W = srgb_hwc.shape[:2]
     with torch.inference_mode():
         out = net(prepare(srgb_hwc))[0]
     xy, sc = peaks(out, cfg['threshold'] if thr is None else thr)
-    return xy * (R / INPUT), sc
+    return xy * np.array([W / INPUT, H / INPUT]), sc
 
 
 # ------------------------------------------------------------------------------------- training
