@@ -540,6 +540,10 @@ def _status_md() -> str:
     r = STATUS["roles"]
     have = ", ".join(f"{role}: `{n}`" for role, n in r.items() if n) or "none"
     lines = [f"Checkpoints from `{ROOT}` — {have}."]
+    others = [r for r in ZOO.resolutions() if r != ZOO.preferred_resolution()]
+    if others:
+        lines.append("Also on disk at " + ", ".join(f"{r}×{r}" for r in others) + " (slower, sharper): restart with "
+                     + " or ".join(f"`PROJCOMP_RESOLUTION={r}`" for r in others) + " to use them.")
     missing = [role for role, n in r.items() if not n]
     if missing:
         lines.append(f"⚠️ Missing role(s): {', '.join(missing)} — the options that need them are disabled.")
