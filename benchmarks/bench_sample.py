@@ -3,7 +3,7 @@
     python benchmarks/bench_sample.py [--checkpoints checkpoints] [--repeats 3]
 
 Prints, side by side in one run, the best-of-N wall time of setting A (empty background, 3 terms,
-one batched call per step) for 32-step Heun (63 calls, the paper's sampler) and 16 steps, fp32 and bf16.
+one batched call per step) for 32-step Heun (63 calls, the paper's sampler), 16 and 12 steps, fp32 and bf16.
 """
 
 import argparse
@@ -26,7 +26,7 @@ def main():
     print(f"# one 3-object image, setting A, torch threads={torch.get_num_threads()}, "
           f"native bf16 on this CPU: {bf16_is_fast('cpu')}")
     print(f"{'steps':>5} {'dtype':>9} {'calls':>5} {'best s':>7}")
-    for steps in (32, 16):
+    for steps in (32, 16, 12):
         for dtype in ("float32", "bfloat16"):
             spec = setting_spec(zoo, "A", locs, [0], sampler={"num_steps": steps, "dtype": dtype})
             den, shape = prepare(spec, zoo)
