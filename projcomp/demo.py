@@ -178,19 +178,19 @@ def draw_requests(image: np.ndarray, locations: Sequence[Sequence[float]], weigh
     im = _upscale(image, size).convert("RGB")
     d = ImageDraw.Draw(im)
     src = image.shape[1]
-    r = max(7, size // 18)
+    r = max(8, size // 9)  # wider than a CLEVR object at this scale, so the ring never hides it
     font = _font(max(10, size // 22))
     for det in detections:
         cx, cy = (v * size / src for v in det["center"])
-        near = any(math.hypot(cx - x * size, cy - y * size) <= 2 * r for x, y in locations)
+        near = any(math.hypot(cx - x * size, cy - y * size) <= r for x, y in locations)
         col = (80, 220, 80) if near else (255, 150, 0)
         d.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=col, outline=(0, 0, 0))
     for i, (x, y) in enumerate(locations):
         cx, cy = x * size, y * size
         col = (255, 255, 255) if hits is None else ((60, 230, 60) if hits[i] else (240, 50, 50))
         neg = weights is not None and weights[i] < 0
-        d.ellipse([cx - r, cy - r, cx + r, cy + r], outline=(0, 0, 0), width=4)
-        d.ellipse([cx - r, cy - r, cx + r, cy + r], outline=col, width=2)
+        d.ellipse([cx - r, cy - r, cx + r, cy + r], outline=(0, 0, 0), width=3)
+        d.ellipse([cx - r, cy - r, cx + r, cy + r], outline=col, width=1)
         label = f"{i + 1}" + ("−" if neg else "")
         d.text((cx + r - 1, cy - r - 2), label, fill=col, font=font, stroke_width=2, stroke_fill=(0, 0, 0))
     return np.asarray(im)
