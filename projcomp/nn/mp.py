@@ -128,42 +128,37 @@ class MPConv(torch.nn.Module):
         self.out_channels = out_channels
         self.weight = torch.nn.Parameter(torch.randn(out_channels, in_channels, *kernel))
         self.force_wn_in_forward = False  # True = EDM2 'before' mode (set by the training loop).
-        self.fold_at_inference = True     # Normalise the weight once at inference (see _folded_weight).
+        self.fold_at_inference = True     # Normalise the weight once at inference (see _normalized_weight).
 
     @torch.no_grad()
     def normalize_weight_(self) -> None:
         self.weight.copy_(normalize(self.weight.to(torch.float32)))
 
-    def _folded_weight(self, dtype: torch.dtype) -> torch.Tensor:
-        """normalize(w) / sqrt(fan_in) in `dtype`, computed once per weight version (inference).
+    def _normalized_weight(self) -> torch.Tensor:
+        """normalize(w) in float32, computed once per weight version (inference).
 
         At inference the weights do not change, so EDM2's per-call normalisation (Eq. 66) is folded
         once; the cache is keyed by the parameter's version counter, so an optimiser step, a
-        `load_state_dict` or a `normalize_weight_` invalidates it."""
-        key = (self.weight._version, self.weight.data_ptr(), self.weight.device, dtype)
+        `load_state_dict` or a `normalize_weight_` invalidates it. The gain and 1/sqrt(fan_in) are
+        still applied per call, in the same order as training, so outputs are bit-identical."""
+        key = (self.weight._version, self.weight.data_ptr(), self.weight.device)
         cache = self.__dict__.get("_fold")
         if cache is None or cache[0] != key:
-            w = normalize(self.weight.detach().to(torch.float32))
-            cache = (key, (w / math.sqrt(w[0].numel())).to(dtype))
+            cache = (key, normalize(self.weight.detach().to(torch.float32)))
             self.__dict__["_fold"] = cache
         return cache[1]
 
     def forward(self, x: torch.Tensor, gain: float | torch.Tensor = 1.0) -> torch.Tensor:
         if self.fold_at_inference and not self.training and not (torch.is_grad_enabled() and self.weight.requires_grad):
-            # Inference: no gradient to the weight is needed, so its normalisation is folded once.
-            dt = torch.get_autocast_dtype("cpu" if x.device.type == "cpu" else x.device.type) \
-                if torch.is_autocast_enabled(x.device.type) else x.dtype
-            w = self._folded_weight(dt)
-            if not (isinstance(gain, (int, float)) and gain == 1.0):
-                w = w * torch.as_tensor(gain, dtype=dt, device=w.device)
+            w = self._normalized_weight()  # Inference: the normalisation is folded once.
         else:
             w = self.weight.to(torch.float32)
             if self.training and self.force_wn_in_forward:
                 with torch.no_grad():
                     self.weight.copy_(normalize(w))
             w = normalize(w)  # Differentiable normalisation (keeps gradients orthogonal to w).
-            w = w * (gain / math.sqrt(w[0].numel()))
-            w = w.to(x.dtype)
+        w = w * (gain / math.sqrt(w[0].numel()))
+        w = w.to(x.dtype)
         if w.ndim == 2:
             return x @ w.t()
         assert w.ndim == 4
