@@ -1,6 +1,6 @@
 """CLEVR world benchmark: render throughput, the 50k `empty` set, detector accuracy.
 
-    python benchmarks/bench_clevr.py [--scenes 500] [--scenes128 200] [--empty 2000] [--workers 2] [--detector-only]
+    python benchmarks/bench_clevr.py [--scenes 500] [--scenes128 200] [--empty 2000] [--workers 2] [--detector-only | --throughput-only]
 
 Prints scenes/s at 32/64/128 (3-10 objects, CLEVR's default count, sampling + render + PNG,
 `--workers` processes), the time to write a 2,000-image `empty` zip at 64x64 extrapolated to
@@ -44,11 +44,14 @@ def main():
     ap.add_argument('--scenes128', type=int, default=200, help='detector scenes at 128 (slow to render)')
     ap.add_argument('--throughput', type=int, default=200, help='scenes per resolution for scenes/s')
     ap.add_argument('--detector-only', action='store_true', help='only the detector table')
+    ap.add_argument('--throughput-only', action='store_true', help='only scenes/s and the empty set')
     a = ap.parse_args()
     print(f'cpus={os.cpu_count()} workers={a.workers} load={os.getloadavg()[0]:.1f}')
     with mp.get_context('fork').Pool(a.workers) as pool:
         if not a.detector_only:
             throughput(pool, a)
+        if a.throughput_only:
+            return
         print(f'\n| resolution | scenes | objects | exact count | centre err px (mean / p95) | colour acc | size acc | recall | ms/image |'
               f'\n|---|---|---|---|---|---|---|---|---|')
         for R in (32, 64, 128):
