@@ -3,7 +3,9 @@
     python benchmarks/bench_sample.py [--checkpoints checkpoints] [--repeats 3]
 
 Prints, side by side in one run, the best-of-N wall time of setting A (empty background, 3 terms,
-one batched call per step) for 32-step Heun (63 calls, the paper's sampler), 16 and 12 steps, fp32 and bf16.
+one batched call per step) for 32-step Heun (63 calls, the paper's sampler), 16 and 12 steps, fp32 and
+bf16, with the conv weights in the default layout (NCHW) and in channels_last (the CPU default of
+projcomp.load), and the speed-up of the second.
 """
 
 import argparse
@@ -21,22 +23,26 @@ def main():
     ap.add_argument("--checkpoints", default="checkpoints")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    zoo = Zoo(args.checkpoints)
+    zoos = {"nchw": Zoo(args.checkpoints, channels_last=False), "nhwc": Zoo(args.checkpoints, channels_last=True)}
     locs = [[0.3, 0.55], [0.7, 0.55], [0.5, 0.75]]
     print(f"# one 3-object image, setting A, torch threads={torch.get_num_threads()}, "
           f"native bf16 on this CPU: {bf16_is_fast('cpu')}")
-    print(f"{'steps':>5} {'dtype':>9} {'calls':>5} {'best s':>7}")
+    print(f"{'steps':>5} {'dtype':>9} {'calls':>5} {'NCHW s':>7} {'NHWC s':>7} {'speed-up':>8}")
     for steps in (32, 16, 12):
         for dtype in ("float32", "bfloat16"):
-            spec = setting_spec(zoo, "A", locs, [0], sampler={"num_steps": steps, "dtype": dtype})
-            den, shape = prepare(spec, zoo)
-            sample(den, [0], shape, spec.sampler, num_steps=2)  # warm-up
-            best = float("inf")
-            for _ in range(args.repeats):
-                t0 = time.perf_counter()
-                sample(den, [0], shape, spec.sampler)
-                best = min(best, time.perf_counter() - t0)
-            print(f"{steps:>5} {dtype:>9} {2 * steps - 1:>5} {best:>7.2f}")
+            runs = []
+            for zoo in zoos.values():
+                spec = setting_spec(zoo, "A", locs, [0], sampler={"num_steps": steps, "dtype": dtype})
+                den, shape = prepare(spec, zoo)
+                sample(den, [0], shape, spec.sampler, num_steps=2)  # warm-up
+                runs.append(lambda den=den, shape=shape, spec=spec: sample(den, [0], shape, spec.sampler))
+            best = [float("inf")] * len(runs)
+            for _ in range(args.repeats):  # interleaved, so that load changes hit both alike
+                for j, run in enumerate(runs):
+                    t0 = time.perf_counter()
+                    run()
+                    best[j] = min(best[j], time.perf_counter() - t0)
+            print(f"{steps:>5} {dtype:>9} {2 * steps - 1:>5} {best[0]:>7.2f} {best[1]:>7.2f} {best[0] / best[1]:>7.2f}x")
 
 
 if __name__ == "__main__":

@@ -77,8 +77,9 @@ def _write_table(rows: list, outdir: str, name: str, title: str) -> None:
 
 def fig3(zoo: Zoo, settings: Sequence[str], ks: Sequence[int], seeds: Sequence[int], outdir: str,
          location_sets: int = 1, sampler: dict | None = None, resolution: int | None = None, batch: int = 16,
-         log=print) -> list:
-    """Fig 3 A/B/C and Table 1: detector counts per setting and k."""
+         weight: float = 1.0, log=print) -> list:
+    """Fig 3 A/B/C and Table 1: detector counts per setting and k. `weight` is every term's w_i
+    (1 = Def 5.1 as the paper uses it; w > 1 sharpens each p_i, CFG-style, and is not projective)."""
     from PIL import Image
 
     os.makedirs(outdir, exist_ok=True)
@@ -90,7 +91,7 @@ def fig3(zoo: Zoo, settings: Sequence[str], ks: Sequence[int], seeds: Sequence[i
             row_imgs = []
             for j in range(location_sets):
                 locs = random_locations(k, seed=j)
-                spec = setting_spec(zoo, setting, locs, seeds, sampler=sampler, resolution=resolution)
+                spec = setting_spec(zoo, setting, locs, seeds, weights=[weight] * k, sampler=sampler, resolution=resolution)
                 t0 = time.perf_counter()
                 imgs = to_uint8(run_spec(spec, zoo, batch=batch))
                 dt = time.perf_counter() - t0
@@ -221,6 +222,7 @@ def main(argv=None) -> int:
         p.add_argument("--settings", nargs="+", default=["A", "B", "C"], choices=sorted(SETTINGS))
         p.add_argument("--k", nargs="+", default=["1-9"], help="object counts, e.g. 1-9")
         p.add_argument("--location-sets", type=int, default=1, help="random location sets per k")
+        p.add_argument("--weight", type=float, default=1.0, help="every term's weight w_i (1 = the paper's operator)")
     p5 = sub.add_parser("fig5", help="Fig 5 colour composition + per-channel histograms")
     p5.add_argument("--base", default="yellow")
     pt = sub.add_parser("theory", help="the exact-score toys (App. G eq. 17/18, 2-D experts, feature maps)")
@@ -256,7 +258,8 @@ def main(argv=None) -> int:
         seeds = parse_seeds(args.seeds)
         if args.cmd in ("fig3", "table1"):
             ks = parse_seeds(args.k)
-            rows = fig3(zoo, args.settings, ks, seeds, args.outdir, args.location_sets, sampler, args.resolution, args.batch)
+            rows = fig3(zoo, args.settings, ks, seeds, args.outdir, args.location_sets, sampler, args.resolution, args.batch,
+                        weight=args.weight)
         else:
             rows = fig5(zoo, seeds, args.outdir, args.base, sampler, args.resolution, args.batch)
     except (CompositionError, SamplingError, ZooError, ValueError) as e:

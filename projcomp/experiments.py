@@ -60,9 +60,11 @@ class Zoo:
         dtype: Any = None,                    # Load weights as this dtype (None: float32).
         resolution: Optional[int] = None,     # Preferred resolution where a role has several; None =
                                               # the lowest (fastest to sample; the best-trained shipped set).
+        channels_last: Optional[bool] = None, # Conv weights NHWC (see checkpoint.load); None = on for CPU.
     ):
         self.root = root
         self.dtype = dtype
+        self.channels_last = channels_last
         self.resolution = resolution
         self.entries: dict = {}  # name -> config dict
         self.problems: dict = {}  # name -> why its folder was skipped (unreadable config)
@@ -125,7 +127,7 @@ class Zoo:
     def get(self, name: str):
         if name not in self._loaded:
             from .checkpoint import load
-            self._loaded[name] = load(os.path.join(self.root, name), dtype=self.dtype)
+            self._loaded[name] = load(os.path.join(self.root, name), dtype=self.dtype, channels_last=self.channels_last)
         return self._loaded[name]
 
     def registry(self, names: Sequence[str]) -> dict:

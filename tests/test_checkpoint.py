@@ -29,13 +29,20 @@ def test_round_trip_gives_the_same_denoiser(tmp_path):
     net = tiny_net().eval()
     folder = save(str(tmp_path / "ck"), net, {"images_seen": 1234, "dataset": {"resolution": 16}})
     assert sorted(os.listdir(folder)) == ["config.json", "model.safetensors"]
-    loaded = load(folder)
+    loaded = load(folder, channels_last=False)
     assert not loaded.training and loaded.config["images_seen"] == 1234
     assert loaded.label_dim == 3 and loaded.image_shape == (3, 16, 16)
     assert loaded.config["condition"] == {"type": "color", "classes": ["a", "b", "c"]}
     x, s = torch.randn(2, 3, 16, 16), torch.tensor([0.3, 3.0])
     c = loaded.encode_cond("b")
     assert torch.equal(loaded(x, s, c), net(x, s, c))
+    # The CPU default stores conv weights NHWC (faster): the same denoiser to float rounding, and a
+    # sample's output does not depend on the batch it is evaluated in (beyond oneDNN's ~1e-6, which
+    # the default layout shows too).
+    fast = load(folder)
+    assert fast.unet.enc["16x16_conv"].weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast(x, s, c), net(x, s, c), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast(x[1:], s[1:], c), fast(x, s, c)[1:], rtol=1e-5, atol=1e-5)
     # A file inside the folder works too; fp16 storage loads back as float32, close to the original.
     save(str(tmp_path / "half"), net, fp16=True)
     half = load(str(tmp_path / "half" / "config.json"))

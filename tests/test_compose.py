@@ -208,3 +208,28 @@ def test_bf16_default_follows_the_cpu():
         if line.startswith("flags"):
             flags |= set(line.split(":", 1)[1].split())
     assert bf16_is_fast("cpu") == bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+def test_benchmark_baselines_compute_the_same_composition():
+    """benchmarks/bench_compose.py times compose against two loops; they must be the same function
+    (and make the calls they claim: k+1 per step, or B·(k+1) at batch 1 for the anchors' loop)."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "bench_compose.py")
+    spec = importlib.util.spec_from_file_location("bench_compose", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    net = TinyNet()
+    conds = [torch.eye(3)[i] for i in range(3)]
+    comp = compose(Term(net, None), [Term(net, c) for c in conds])
+    x, s = torch.randn(4, 3, 8, 8), torch.full((4,), 1.3)
+    with torch.no_grad():
+        ref = comp(x, s)
+        net.calls.clear()
+        loop = bench.PerTermLoop(net, conds)(x, s)
+        loop_calls = list(net.calls)
+        net.calls.clear()
+        anchor = bench.AnchorLoop(net, conds)(x, s)
+        anchor_calls = list(net.calls)
+    torch.testing.assert_close(loop, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(anchor, ref, rtol=1e-5, atol=1e-5)
+    assert loop_calls == [4] * 4 and anchor_calls == [1] * 16
