@@ -118,6 +118,13 @@ def test_evaluate_fig3_writes_tables_and_grids(tiny_zoo_dir, tmp_path):
     with __import__("numpy").load(out / "samples.npz") as z:
         assert z["A/k2/set0"].shape == (2, 16, 16, 3) and z["A/k2/set0/locations"].shape == (2, 2)
     assert eval_main(["rejudge", "--outdir", str(tmp_path / "nowhere")]) == 2
+    # --weight sets every term's w_i: a different composition (other pixels), and a bad one is refused.
+    assert eval_main(["fig3", "--checkpoints", tiny_zoo_dir, "--settings", "A", "--k", "2", "--seeds", "0-1",
+                      "--steps", "2", "--weight", "3", "--outdir", str(tmp_path / "w3")]) == 0
+    with __import__("numpy").load(out / "samples.npz") as z1, __import__("numpy").load(tmp_path / "w3" / "samples.npz") as z3:
+        assert (z1["A/k2/set0"] != z3["A/k2/set0"]).any()
+    assert eval_main(["fig3", "--checkpoints", tiny_zoo_dir, "--settings", "A", "--k", "2", "--seeds", "0",
+                      "--steps", "2", "--weight", "nan", "--outdir", str(tmp_path / "wnan")]) == 2
 
 
 def test_judge_locations_on_rendered_scene():
