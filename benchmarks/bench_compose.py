@@ -72,19 +72,12 @@ class AnchorLoop(PerTermLoop):
 
 
 def edm2_unet(res, device):
-    """The shipped CLEVR models' network (cpu-32 preset layout) with random weights, gains opened."""
-    from projcomp.nn import Precond
-    torch.manual_seed(0)
-    net = Precond(img_resolution=res, img_channels=3, label_dim=18, condition={"type": "location", "dim": 2, "empty": True},
-                  model_channels=32, channel_mult=[1, 2, 2], num_blocks=2, attn_resolutions=[8], channels_per_head=64)
-    with torch.no_grad():
-        for n, p in net.named_parameters():
-            if n.endswith("gain"):
-                p.fill_(1.0)
-    net = net.eval().to(device)
-    if torch.device(device).type == "cpu":
-        net.to(memory_format=torch.channels_last)  # as projcomp.load does on the CPU
-    return net
+    """The shipped CLEVR location models' network (cpu-32 preset, location-empty conditioning) with
+    random weights and opened gains, in the layout `projcomp.load` gives it on `device`."""
+    from projcomp.checkpoint import set_inference_layout
+    from projcomp.demo import random_net
+    net, _ = random_net("cpu-32", "location-empty", seed=0, resolution=res)
+    return set_inference_layout(net.eval().to(device))
 
 
 def _sync(device):
@@ -93,7 +86,8 @@ def _sync(device):
 
 
 def timed_interleaved(fns, repeats, device="cpu"):
-    """Best-of-N wall time of each fn, run in alternation so that load changes hit all alike."""
+    """Best-of-N wall time of each fn, run in alternation so that load changes hit all alike
+    (also used by bench_sample.py)."""
     best = [float("inf")] * len(fns)
     for _ in range(repeats):
         for j, fn in enumerate(fns):

@@ -9,9 +9,9 @@ projcomp.load), and the speed-up of the second.
 """
 
 import argparse
-import time
 
 import torch
+from bench_compose import timed_interleaved  # this folder is on sys.path when run as a script
 
 from projcomp.experiments import Zoo, setting_spec
 from projcomp.sample import prepare
@@ -36,12 +36,7 @@ def main():
                 den, shape = prepare(spec, zoo)
                 sample(den, [0], shape, spec.sampler, num_steps=2)  # warm-up
                 runs.append(lambda den=den, shape=shape, spec=spec: sample(den, [0], shape, spec.sampler))
-            best = [float("inf")] * len(runs)
-            for _ in range(args.repeats):  # interleaved, so that load changes hit both alike
-                for j, run in enumerate(runs):
-                    t0 = time.perf_counter()
-                    run()
-                    best[j] = min(best[j], time.perf_counter() - t0)
+            best = timed_interleaved(runs, args.repeats)
             print(f"{steps:>5} {dtype:>9} {2 * steps - 1:>5} {best[0]:>7.2f} {best[1]:>7.2f} {best[0] / best[1]:>7.2f}x")
 
 

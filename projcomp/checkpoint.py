@@ -142,14 +142,23 @@ def read_safetensors(path: str) -> tuple[dict, dict]:
     return tensors, meta
 
 
+def set_inference_layout(net: torch.nn.Module, channels_last: Optional[bool] = None) -> torch.nn.Module:
+    """Store the convolution weights NHWC (channels_last=True), so that oneDNN keeps activations NHWC
+    and skips a layout reorder around every convolution; None = only when the net lives on the CPU
+    (1.25-1.37x per sample there for the shipped 32x32 nets, benchmarks/bench_sample.py). Outputs
+    match the default layout to float rounding (~1e-6), not bit for bit."""
+    if channels_last is None:
+        channels_last = next(net.parameters()).device.type == "cpu"
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
+    return net
+
+
 def load(path_or_repo_id: str, revision: Optional[str] = None, dtype: Optional[torch.dtype] = None,
          device: Optional[str | torch.device] = None, channels_last: Optional[bool] = None) -> Precond:
     """Load a checkpoint folder (or Hub repo id) as an eval-mode denoiser.
 
-    `channels_last`: store the convolution weights NHWC, so that oneDNN keeps the activations NHWC
-    and skips a layout reorder around every convolution (1.25x per network call for the shipped
-    32x32 nets on 2 CPU cores, benchmarks/bench_sample.py). None = on when the net lives on the CPU.
-    Outputs match the default layout to float rounding (~1e-6), not bit for bit.
+    `channels_last`: the weight layout, see `set_inference_layout` (None = NHWC on the CPU).
 
     The result implements the projcomp protocol: `D(x, sigma, cond)`, `label_dim`,
     `encode_cond(value)`, `image_shape` and `config` (the parsed config.json).
@@ -180,10 +189,7 @@ def load(path_or_repo_id: str, revision: Optional[str] = None, dtype: Optional[t
         net.to(dtype=dtype)
     if device is not None:
         net.to(device=device)
-    if channels_last is None:
-        channels_last = next(net.parameters()).device.type == "cpu"
-    if channels_last:
-        net.to(memory_format=torch.channels_last)
+    set_inference_layout(net, channels_last)
     net.eval().requires_grad_(False)
     net.config = cfg
     return net

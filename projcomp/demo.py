@@ -108,6 +108,27 @@ def zoo_status(zoo: Zoo) -> dict:
             "backgrounds": {b: settings[pair[0]] for b, pair in BACKGROUNDS.items()}}
 
 
+def random_net(preset: str, dataset: str, seed: int = 0, resolution: Optional[int] = None):
+    """A random-weight Precond at a `projcomp.train` preset's size, conditioned like a net trained
+    on the dataset preset `dataset`, with its gains opened so that outputs vary (EDM2 zero-initialises
+    them: D = c_skip x). Returns (net, resolved training config)."""
+    from .clevr.datasets import condition_schema, get_preset
+    from .nn import Precond
+    from .nn.conditions import ConditionEncoder
+    from .train import network_kwargs, resolve_config
+
+    cfg = resolve_config(preset, None if resolution is None else {"resolution": int(resolution)})
+    ds = get_preset(dataset)
+    cond = condition_schema(ds.label, empty=ds.empty_fraction > 0)
+    torch.manual_seed(seed)
+    net = Precond(**network_kwargs(cfg, ConditionEncoder(cond).label_dim, cond))
+    with torch.no_grad():
+        for pname, prm in net.named_parameters():
+            if pname.endswith("_gain"):
+                prm.fill_(1.0)
+    return net, cfg
+
+
 def write_random_zoo(folder: str, preset: str = "tiny", seed: int = 0,
                      roles: Sequence[str] = ("empty", "location", "clutter-location", "color")) -> list:
     """Random-weight checkpoints, one per dataset preset, at a `projcomp.train` preset's size.
@@ -116,21 +137,10 @@ def write_random_zoo(folder: str, preset: str = "tiny", seed: int = 0,
     to try the UI before the trained checkpoints are downloaded. Returns the folder names written.
     """
     from .checkpoint import save
-    from .clevr.datasets import PRESETS as DATA_PRESETS, condition_schema
-    from .nn import Precond
-    from .nn.conditions import ConditionEncoder
-    from .train import network_kwargs, resolve_config
 
-    cfg = resolve_config(preset)
     names = []
     for i, ds in enumerate(roles):
-        cond = condition_schema(DATA_PRESETS[ds].label)
-        torch.manual_seed(seed * 1000 + i)
-        net = Precond(**network_kwargs(cfg, ConditionEncoder(cond).label_dim, cond))
-        with torch.no_grad():  # EDM2 zero-initialises its gains (D = c_skip x); open them so outputs vary
-            for pname, prm in net.named_parameters():
-                if pname.endswith("_gain"):
-                    prm.fill_(1.0)
+        net, cfg = random_net(preset, ds, seed=seed * 1000 + i)
         short = {"clutter-location": "clutter"}.get(ds, ds)
         name = f"clevr-{short}-{cfg['resolution']}"
         save(os.path.join(folder, name), net, {"dataset": {"preset": ds}, "random_weights": True,

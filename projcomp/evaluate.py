@@ -87,7 +87,7 @@ def fig3(zoo: Zoo, settings: Sequence[str], ks: Sequence[int], seeds: Sequence[i
     for setting in settings:
         grid_rows = []
         for k in ks:
-            stats = {"exact": 0, "hits": 0, "req": 0, "det": 0, "n": 0}
+            stats = _new_stats()
             row_imgs = []
             for j in range(location_sets):
                 locs = random_locations(k, seed=j)
@@ -97,27 +97,15 @@ def fig3(zoo: Zoo, settings: Sequence[str], ks: Sequence[int], seeds: Sequence[i
                 dt = time.perf_counter() - t0
                 samples[f"{setting}/k{k}/set{j}"] = imgs
                 samples[f"{setting}/k{k}/set{j}/locations"] = np.asarray(locs, np.float64).reshape(-1, 2)
-                for s, img in zip(seeds, imgs):
-                    v = judge_locations(img, locs)
-                    stats["exact"] += v["exact_count"]
-                    stats["hits"] += sum(v["hits"])
-                    stats["req"] += k
-                    stats["det"] += v["num_detected"]
-                    stats["n"] += 1
-                    per_image.append({"setting": setting, "k": k, "location_set": j, "seed": s, "locations": locs, **v})
+                per_image += _judge_set(stats, imgs, locs, setting, j, seeds)
                 if j == 0:
                     row_imgs = imgs
                 log(f"setting {setting} k={k} set {j}: {len(seeds)} images in {dt:.1f}s")
-            rows.append({"setting": setting, "k": k, "images": stats["n"],
-                         "exact_count_rate": stats["exact"] / stats["n"],
-                         "location_hit_rate": stats["hits"] / max(stats["req"], 1),
-                         "mean_detected": stats["det"] / stats["n"]})
+            rows.append(_table_row(setting, k, stats))
             grid_rows.append(row_imgs)
         grid = _grid(np.concatenate(grid_rows), rows=len(ks), cols=len(seeds))
         Image.fromarray(grid).save(os.path.join(outdir, f"fig3_{setting}.png"))
-    _write_table(rows, outdir, "table1", "Table 1 (detector counts): exact-count rate, per-location hit rate, mean detected count")
-    with open(os.path.join(outdir, "per_image.json"), "w") as f:
-        json.dump(per_image, f)
+    _write_table1(rows, per_image, outdir)
     # The samples themselves (uint8 NHWC per setting / k / location set, with the requested
     # locations), so that `rejudge` can count them again with another detector without sampling.
     np.savez_compressed(os.path.join(outdir, "samples.npz"), seeds=np.asarray(list(seeds)), **samples)
@@ -125,30 +113,59 @@ def fig3(zoo: Zoo, settings: Sequence[str], ks: Sequence[int], seeds: Sequence[i
 
 
 def rejudge(outdir: str, log=print) -> list:
-    """Table 1 again from a fig3 run's samples.npz with the current detector (no sampling)."""
+    """Table 1 (and per_image.json) again from a fig3 run's samples.npz with the current detector
+    (no sampling)."""
     path = os.path.join(outdir, "samples.npz")
     if not os.path.isfile(path):
         raise ValueError(f"{path!r}: not found (run `python -m projcomp.evaluate fig3 --outdir {outdir}` first)")
     with np.load(path) as z:
         data = {k: z[k] for k in z.files}
-    groups: dict = {}
-    for key in data:
+    seeds = data["seeds"].tolist()
+    stats: dict = {}
+    rows, per_image = [], []
+    for key in data:  # "A/k3/set0" -> images; "A/k3/set0/locations" -> the requested places
         parts = key.split("/")
         if len(parts) == 3:
-            setting, k, _ = parts
-            groups.setdefault((setting, int(k[1:])), []).append((data[key], data[key + "/locations"].tolist()))
-    rows = []
-    for (setting, k), sets in groups.items():
-        exact = hits = req = det = n = 0
-        for imgs, locs in sets:
-            for img in imgs:
-                v = judge_locations(img, locs)
-                exact += v["exact_count"]; hits += sum(v["hits"]); req += k; det += v["num_detected"]; n += 1
-        rows.append({"setting": setting, "k": k, "images": n, "exact_count_rate": exact / n,
-                     "location_hit_rate": hits / max(req, 1), "mean_detected": det / n})
-        log(f"setting {setting} k={k}: exact {exact}/{n}")
-    _write_table(rows, outdir, "table1", "Table 1 (detector counts): exact-count rate, per-location hit rate, mean detected count")
+            setting, k, j = parts[0], int(parts[1][1:]), int(parts[2][3:])
+            st = stats.setdefault((setting, k), _new_stats())
+            per_image += _judge_set(st, data[key], data[key + "/locations"].tolist(), setting, j, seeds)
+    for (setting, k), st in stats.items():
+        rows.append(_table_row(setting, k, st))
+        log(f"setting {setting} k={k}: exact {st['exact']}/{st['n']}")
+    _write_table1(rows, per_image, outdir)
     return rows
+
+
+def _new_stats() -> dict:
+    return {"exact": 0, "hits": 0, "req": 0, "det": 0, "n": 0}
+
+
+def _judge_set(stats: dict, imgs, locs: list, setting: str, location_set: int, seeds: Sequence[int]) -> list:
+    """Judge one location set's samples, add them to `stats`; their per-image verdicts."""
+    out = []
+    for s, img in zip(seeds, imgs):
+        v = judge_locations(img, locs)
+        stats["exact"] += v["exact_count"]
+        stats["hits"] += sum(v["hits"])
+        stats["req"] += len(locs)
+        stats["det"] += v["num_detected"]
+        stats["n"] += 1
+        out.append({"setting": setting, "k": len(locs), "location_set": location_set, "seed": int(s),
+                    "locations": locs, **v})
+    return out
+
+
+def _table_row(setting: str, k: int, stats: dict) -> dict:
+    return {"setting": setting, "k": k, "images": stats["n"],
+            "exact_count_rate": stats["exact"] / stats["n"],
+            "location_hit_rate": stats["hits"] / max(stats["req"], 1),
+            "mean_detected": stats["det"] / stats["n"]}
+
+
+def _write_table1(rows: list, per_image: list, outdir: str) -> None:
+    _write_table(rows, outdir, "table1", "Table 1 (detector counts): exact-count rate, per-location hit rate, mean detected count")
+    with open(os.path.join(outdir, "per_image.json"), "w") as f:
+        json.dump(per_image, f)
 
 
 def color_histograms(n_per_color: int = 40, resolution: int = 32, seed: int = 0) -> dict:

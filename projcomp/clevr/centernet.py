@@ -42,7 +42,7 @@ WEIGHTS = os.path.join(os.path.dirname(__file__), 'weights', 'centernet')
 
 def _render_shard(args):
     from .render import render
-    from .scene import sample_scene
+    from .scene import CLEVR_COLORS, sample_scene
     seed, shard, n, counts = args
     imgs = np.zeros((n, INPUT, INPUT, 3), np.uint8)
     objs = []                                    # per object: scene index, u, v, colour, size
@@ -51,7 +51,7 @@ def _render_shard(args):
         imgs[i] = render(s, INPUT)
         for o in s['objects']:
             objs.append((i, o['pixel_coords'][0], o['pixel_coords'][1],
-                         ['gray', 'red', 'blue', 'green', 'brown', 'purple', 'cyan', 'yellow'].index(o['color']),
+                         CLEVR_COLORS.index(o['color']),
                          o['size'] == 'large'))
     return imgs, np.array(objs, np.float32).reshape(-1, 5)
 

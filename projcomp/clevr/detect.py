@@ -214,7 +214,6 @@ def _majority_colour(vals):
 _ATTACH = 0.04       # a centre within this x R px of a component belongs to it
 _ORPHAN_SCORE = 0.6  # a centre on no component is an object when the net is this sure
 _KEEP_EMPTY = 0.5    # a component without a centre is kept when its area >= this x a small object's
-_NET_CENTRE = True   # report the net's centre (else the part's centroid)
 _FRAGMENT = 0.5      # a component below this x a small object's area takes its colour from a disc
 _AGREE = 0.6         # ... and so does one where fewer than this fraction of pixels share a label
 
@@ -245,10 +244,11 @@ def _detect_with_centres(srgb, comps, lab, off, grad, min_area, cam, return_labe
 
     def add(part, color, centre, sl):
         a = int(part.sum())
-        ys, xs = np.nonzero(part)
-        cx, cy = float(xs.mean() + 0.5 + sl[1].start), float(ys.mean() + 0.5 + sl[0].start)
-        if centre is not None and _NET_CENTRE:
+        if centre is not None:      # the net's sub-pixel centre (the projected 3D centre)
             cx, cy = float(centre[0]), float(centre[1])
+        else:                       # a component kept without a centre: its centroid
+            ys, xs = np.nonzero(part)
+            cx, cy = float(xs.mean() + 0.5 + sl[1].start), float(ys.mean() + 0.5 + sl[0].start)
         aL, aS = _expected_areas(cam, cx, cy, R)
         dets.append({'center': (cx, cy), 'color': color, 'size': 'large' if a > np.sqrt(aL * aS) else 'small',
                      'area': a})
