@@ -145,7 +145,7 @@ def read_safetensors(path: str) -> tuple[dict, dict]:
 def set_inference_layout(net: torch.nn.Module, channels_last: Optional[bool] = None) -> torch.nn.Module:
     """Store the convolution weights NHWC (channels_last=True), so that oneDNN keeps activations NHWC
     and skips a layout reorder around every convolution; None = only when the net lives on the CPU
-    (1.25-1.37x per sample there for the shipped 32x32 nets, benchmarks/bench_sample.py). Outputs
+    (1.14-1.50x per fp32 sample there for the shipped 32x32 nets, benchmarks/bench_sample.py). Outputs
     match the default layout to float rounding (~1e-6), not bit for bit."""
     if channels_last is None:
         channels_last = next(net.parameters()).device.type == "cpu"
