@@ -65,6 +65,11 @@ DEFAULTS: dict[str, Any] = dict(
     P_mean=-0.8,                # Mean of ln(sigma) during training.
     P_std=1.6,                  # Std of ln(sigma) during training.
     label_dropout=0.0,          # Probability of replacing a label by the null (zeros) label.
+    color_dropout=0.0,          # Colour-per-object labels: probability of dropping the colour (-> any object at xy).
+    location_dropout=0.0,       # ... else probability of dropping the place (-> an object of colour c anywhere).
+    # Condition encoding (projcomp.nn.conditions): how a location label reaches the network.
+    cond_encoding="global",     # 'global' (label embedding only) or 'map' (also a bump map as an input channel).
+    map_sigma=1.5 / 32,         # Width of the map's bump, in image widths (1.5 px at 32 x 32).
     # Optimisation.
     batch=2048,                 # Global batch (images per update).
     batch_gpu=0,                # Micro-batch per process (images); 0 = whole per-process batch.
@@ -151,6 +156,21 @@ PRESETS: dict[str, dict] = {
         rampup="256Ki", force_wn="after", avg_last=256, bf16=True, label_dropout=0.1,
         status_every="128Ki", state_every="512Ki", num_threads=4,
     ),
+    # Two CPU cores, 32x32, the cpu-32 network with the location as a MAP (one input channel, a
+    # bump of 1.5 px at the requested place, beside the global embedding) and a colour per object
+    # (dataset preset object-empty). Measured before choosing (docs/clevr-models.md): the map
+    # places objects at 1/24 of the images the global embedding needs. Batch 32 (twice the updates
+    # per image of cpu-32), lr 0.006, decay after 2048 updates (64 Ki images), average of the last
+    # 1024 updates (32 Ki images). Part dropout so one net gives every conditional the app uses:
+    # null 10 %, then colour dropped 40 % (any object at xy), else place dropped 25 % (colour c
+    # anywhere, Fig 5). One thread: the machine's other core serves sampling and tests.
+    "cpu-32-map": dict(
+        resolution=32, model_channels=32, channel_mult=[1, 2, 2], num_blocks=2, attn_resolutions=[8],
+        dropout=0.0, P_mean=-0.8, P_std=1.6, batch=32, batch_gpu=32, duration="128Ki", lr=0.006, t_ref=2048,
+        rampup="16Ki", force_wn="after", avg_last=1024, bf16=False, label_dropout=0.1,
+        color_dropout=0.4, location_dropout=0.25, cond_encoding="map", map_sigma=1.5 / 32,
+        status_every="4Ki", state_every="8Ki", num_threads=1,
+    ),
     # Tests: seconds on one core.
     "tiny": dict(
         resolution=16, model_channels=16, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[8],
@@ -234,8 +254,13 @@ def resolve_config(preset: str, overrides: Optional[dict] = None) -> dict:
         raise TrainError(f"--batch {cfg['batch']} / --batch-gpu {cfg['batch_gpu']}: must be positive")
     if cfg["duration"] <= 0 or cfg["duration"] % cfg["batch"] != 0:
         raise TrainError(f"--duration {cfg['duration']}: must be a positive multiple of --batch {cfg['batch']}")
-    if not 0 <= cfg["label_dropout"] < 1:
-        raise TrainError(f"--label-dropout {cfg['label_dropout']}: must be in [0, 1)")
+    for k in ("label_dropout", "color_dropout", "location_dropout"):
+        if not 0 <= cfg[k] < 1:
+            raise TrainError(f"--{k.replace('_', '-')} {cfg[k]}: must be in [0, 1)")
+    if cfg["cond_encoding"] not in ("global", "map"):
+        raise TrainError(f"--cond-encoding {cfg['cond_encoding']!r}: expected 'global' or 'map'")
+    if not (math.isfinite(cfg["map_sigma"]) and cfg["map_sigma"] > 0):
+        raise TrainError(f"--map-sigma {cfg['map_sigma']}: must be a positive width in image units")
     if cfg["avg_last"] < 0:
         raise TrainError(f"--avg-last {cfg['avg_last']}: must be >= 0")
     for k in ("status_every", "state_every"):
@@ -428,12 +453,23 @@ class Trainer:
                              f"{self.cfg['preset']!r} trains at {R}x{R} (pass --resolution {imgs.shape[1]} "
                              f"or use a matching dataset)")
         self.meta = meta or {}
+        # The dataset is recorded by the path as given plus its content hash (never an absolute
+        # path of this machine): a reader can check a re-rendered zip is the same bytes.
+        self.data_sha256 = ckpt.file_sha256(self.data)
         self.condition = self.meta.get("condition") if labels is not None else None
+        if self.cfg["cond_encoding"] == "map":
+            if not self.condition or self.condition.get("type") != "location":
+                raise TrainError(f"--cond-encoding map: {self.data} has no location labels (condition "
+                                 f"{self.condition!r}); the map encodes a place")
+            self.condition = {**self.condition, "encoding": "map", "map_sigma": float(self.cfg["map_sigma"])}
+        if (self.cfg["color_dropout"] or self.cfg["location_dropout"]) and not (self.condition or {}).get("colors"):
+            raise TrainError(f"--color-dropout / --location-dropout: {self.data} has no colour-per-object labels "
+                             f"(dataset preset object-empty has)")
         self.encoder = ConditionEncoder(self.condition)
         # uint8 NCHW in memory; converted to [-1, 1] per micro-batch.
         self.images = torch.from_numpy(np.ascontiguousarray(imgs.transpose(0, 3, 1, 2)))
         if labels is not None and self.encoder.label_dim > 0:
-            vals = [v if isinstance(v, str) else int(v) if np.ndim(v) == 0 else list(map(float, v)) for v in labels]
+            vals = [v if isinstance(v, (str, dict)) else int(v) if np.ndim(v) == 0 else list(map(float, v)) for v in labels]
             self.labels = self.encoder.encode_batch(vals)
         else:
             self.labels = None
@@ -443,18 +479,29 @@ class Trainer:
         """Images [start, start + n) of the global image stream: x0, labels, ln-sigma normals, noise."""
         idx = [self.order(i) for i in range(start, start + n)]
         x = self.images[idx].to(self.device, torch.float32) / 127.5 - 1
-        normals, noises, keep = [], [], []
+        normals, noises, keep, parts = [], [], [], []
         C, H, W = x.shape[1:]
+        split = self.cfg["color_dropout"] > 0 or self.cfg["location_dropout"] > 0
         for i in range(start, start + n):
             g = torch.Generator().manual_seed(_mix(self.cfg["seed"], 2, i))
             normals.append(torch.randn(1, generator=g))
             noises.append(torch.randn(C, H, W, generator=g))
             keep.append(torch.rand(1, generator=g) >= self.cfg["label_dropout"])
+            if split:  # drawn after the others, so runs without part dropout keep their streams
+                parts.append(torch.rand(2, generator=g))
         rnd_normal = torch.cat(normals).to(self.device)
         noise = torch.stack(noises).to(self.device)
         labels = None
         if self.labels is not None:
             labels = self.labels[idx].to(self.device)
+            if split:
+                # Part dropout: drop the colour (-> any object at xy), else the place (-> an object
+                # of colour c anywhere); `without` leaves empty-scene labels as they are.
+                u = torch.stack(parts).to(self.device)
+                drop_c = u[:, 0] < self.cfg["color_dropout"]
+                drop_l = ~drop_c & (u[:, 1] < self.cfg["location_dropout"])
+                labels = torch.where(drop_c[:, None], self.encoder.without(labels, "color"), labels)
+                labels = torch.where(drop_l[:, None], self.encoder.without(labels, "location"), labels)
             if self.cfg["label_dropout"] > 0:
                 labels = labels * torch.cat(keep).to(self.device, torch.float32)[:, None]
         return x, labels, rnd_normal, noise
@@ -482,7 +529,7 @@ class Trainer:
         if self.rank != 0:
             return
         info = dict(cur_nimg=self.cur_nimg, step=self.step, avg_count=self.avg_count, avg_start=self.avg_start,
-                    world=self.world, config=self.cfg, command=self.command, data=os.path.abspath(self.data),
+                    world=self.world, config=self.cfg, command=self.command, data=self.data, data_sha256=self.data_sha256,
                     rng="stateless: data order, noise and dropout are functions of (seed, image index)",
                     time=time.time())
         path = _state_path(self.outdir, self.cur_nimg)
@@ -546,7 +593,7 @@ class Trainer:
             averaging = {"kind": "none"}
         ckpt.save(folder, net, {
             "images_seen": self.cur_nimg, "updates": self.step, "final": final and self.cur_nimg >= self.total_nimg,
-            "averaging": averaging, "dataset": {"path": os.path.abspath(self.data), **self.meta},
+            "averaging": averaging, "dataset": {"path": self.data, "sha256": self.data_sha256, **self.meta},
             "training": self.cfg, "command": self.command,
         }, fp16=self.cfg["save_fp16"])
 
@@ -597,7 +644,7 @@ class Trainer:
                 self._init_from(cfg["init_from"])
         if latest is None and self.rank == 0:
             ckpt.atomic_write_json(os.path.join(self.outdir, "training_options.json"),
-                                   {"config": cfg, "data": os.path.abspath(self.data), "command": self.command,
+                                   {"config": cfg, "data": self.data, "data_sha256": self.data_sha256, "command": self.command,
                                     "world": self.world, "num_parameters": sum(p.numel() for p in self.params)})
         stats_path = os.path.join(self.outdir, "stats.jsonl")
         if self.rank == 0:

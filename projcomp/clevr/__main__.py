@@ -8,13 +8,14 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from .datasets import PRESETS
 
 
 def _parser():
     ap = argparse.ArgumentParser(prog='python -m projcomp.clevr', description=__doc__)
     sub = ap.add_subparsers(dest='cmd', required=True)
     mk = sub.add_parser('make', help='render a dataset preset to an EDM2-style zip')
-    mk.add_argument('preset', help='empty | location | clutter-location | clutter-background | color')
+    mk.add_argument('preset', help=' | '.join(PRESETS))
     mk.add_argument('--n', type=int, required=True, help='number of images')
     mk.add_argument('--resolution', type=int, default=64, help='output side R (square)')
     mk.add_argument('--out', required=True, help='output zip path')

@@ -1,6 +1,6 @@
 """The paper's CLEVR datasets (§6.1, §6.2) as EDM2-style zips, plus the reader used by training.
 
-Zip layout (notes/CONTRACTS.md): `00000/img00000000.png` ... (RGB PNG, R x R), `dataset.json`
+Zip layout (docs/design.md): `00000/img00000000.png` ... (RGB PNG, R x R), `dataset.json`
   {"labels": [[name, LABEL], ...] | null,
    "projcomp": {"preset", "resolution", "num_images", "seed", "condition", "command", "version"}}
 and `scenes/00000000.json` (clevr-dataset-gen schema + "jitter"; pixel_coords in the R x R image).
@@ -35,7 +35,8 @@ class DatasetError(ValueError):
 @dataclass(frozen=True)
 class Preset:
     num_objects: object          # int or (min, max) inclusive
-    label: str | None            # 'location' | 'color' | None: what object 0 is labelled with
+    label: str | None            # 'location' | 'color' | 'object' | None: what object 0 is labelled
+                                 # with ('object': its (x, y) and its colour)
     description: str = ''
     empty_fraction: float = 0.0  # this share of images (drawn per index) are empty scenes labelled 'empty'
 
@@ -50,10 +51,16 @@ PRESETS = {
     'location-empty': Preset(1, 'location', 'one object labelled (x, y), or (25%) an empty scene labelled '
                              '"empty": one net gives p_i, p_b and, by its null label, p_u (Fig 3A/B)',
                              empty_fraction=0.25),
+    'object-empty': Preset(1, 'object', 'one object labelled {"xy": (x, y), "color": c}, or (25%) an empty '
+                           'scene labelled "empty": with part dropout one net gives p(object of colour c at '
+                           'xy), p(any object at xy), p(object of colour c anywhere), p_b and p_u (Fig 3A/B, Fig 5)',
+                           empty_fraction=0.25),
 }
 
 
 def condition_schema(label, empty=False):
+    if label == 'object':
+        return {'type': 'location', 'dim': 2, 'empty': bool(empty), 'colors': list(CLEVR_COLORS)}
     if label == 'location':
         return {'type': 'location', 'dim': 2, 'empty': True} if empty else {'type': 'location', 'dim': 2}
     if label == 'color':
@@ -75,9 +82,12 @@ def label_of(scene, label, resolution):
     """The dataset label of a scene (object 0), with pixel_coords already in the R x R image."""
     if label is None:
         return None
-    if not scene['objects'] and label == 'location':
-        return 'empty'  # preset 'location-empty': the empty scene is a label of its own
+    if not scene['objects'] and label in ('location', 'object'):
+        return 'empty'  # presets '*-empty': the empty scene is a label of its own
     obj = scene['objects'][0]
+    if label == 'object':
+        u, v = obj['pixel_coords'][:2]
+        return {'xy': [float(u) / resolution, float(v) / resolution], 'color': obj['color']}
     if label == 'location':
         u, v = obj['pixel_coords'][:2]
         return [float(u) / resolution, float(v) / resolution]
@@ -256,8 +266,8 @@ class ClevrZipDataset(_torch_dataset_base()):
             vals = [r[1] for r in raw]
             if self.condition and self.condition.get('type') == 'color':
                 self.labels = np.asarray(vals, np.int64)
-            elif self.condition and self.condition.get('empty'):
-                # (x, y) labels mixed with the string 'empty': kept as a list of values.
+            elif self.condition and (self.condition.get('empty') or self.condition.get('colors')):
+                # (x, y) / {"xy", "color"} labels mixed with the string 'empty': kept as a list of values.
                 self.labels = list(vals)
             else:
                 self.labels = np.asarray(vals, np.float32)
@@ -297,8 +307,12 @@ class ClevrZipDataset(_torch_dataset_base()):
         if self.labels is None:
             lab = torch.zeros(0, dtype=torch.float32)
         else:
-            # 'empty' (preset location-empty) has no (x, y): it is returned as (nan, nan).
-            lab = torch.full((2,), float('nan')) if isinstance(self.labels[i], str) else torch.as_tensor(self.labels[i])
+            # 'empty' (preset location-empty) has no (x, y): it is returned as (nan, nan); an
+            # {"xy", "color"} label as its (x, y) (the colour is in .labels and the scene JSON).
+            val = self.labels[i]
+            if isinstance(val, dict):
+                val = val['xy']
+            lab = torch.full((2,), float('nan')) if isinstance(val, str) else torch.as_tensor(val)
         return img, lab
 
     def __getstate__(self):

@@ -1,7 +1,13 @@
 """Condition encoders: user-level condition values -> the network's label vector.
 
-One encoder per condition SCHEMA (notes/CONTRACTS.md):
+One encoder per condition SCHEMA (docs/design.md):
     {"type": "location", "dim": 2}                 (x, y) in [0, 1], x right, y down
+        optional keys: "empty": true      one more label, the empty scene ("empty")
+                       "colors": [...]    a colour per object: {"xy": (x, y), "color": c},
+                                          {"color": c} (an object of colour c anywhere) or
+                                          (x, y) (an object of any colour at (x, y))
+                       "encoding": "map"  also give the location as an image-sized map
+                       "map_sigma": s     the map's bump width, in image widths
     {"type": "color", "classes": [...]}            one class (name or index) -> one-hot
     {"type": "multihot", "classes": [...]}         a set of classes -> normalised multi-hot
     null                                           unconditional (label_dim = 0)
@@ -23,6 +29,19 @@ f_k = pi * 2^k, k = 0..K-1, the pair (cos(f_k c), sin(f_k c)); then one presence
     locations get the same embedding magnitude; we divide by sqrt(2K + 1) for unit norm.
   - the presence flag guarantees a real location is never the all-zeros null vector (and the
     cos/sin pairs can never all vanish either).
+
+Location as a map ("encoding": "map"). A conv net turns a global vector into a position only
+from border and padding cues (the CoordConv failure, Liu et al. 2018) and learns it slowly. With
+the map encoding the network ALSO receives one extra input channel: a Gaussian bump of width
+`map_sigma` (image widths) centred on the requested (x, y), zeros where the label has no place
+(the null label, the empty scene, a colour without a place). The map is computed from the label
+vector inside the network (`location_map`), so composition, samplers and every caller pass the
+same label vectors as before; Def 5.1 is unchanged, only each term's encoding is.
+
+Colour per object ("colors"). The label is [location features / sqrt(2K+1), one-hot colour],
+scaled to unit norm: location only, colour only and both all have unit norm, and dropping a
+part during training (zeroing it) gives the other conditionals of the SAME net: p(object at xy),
+p(object of colour c), p(object of colour c at xy), p(empty scene) and the null label p_u.
 """
 
 from __future__ import annotations
@@ -32,9 +51,11 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-__all__ = ["ConditionError", "ConditionEncoder", "make_condition_encoder", "LOCATION_FREQUENCIES"]
+__all__ = ["ConditionError", "ConditionEncoder", "make_condition_encoder", "LOCATION_FREQUENCIES",
+           "MAP_SIGMA"]
 
 LOCATION_FREQUENCIES = 4  # K above: label_dim = 4K + 1 = 17 for a location.
+MAP_SIGMA = 1.5 / 32      # Default bump width of the location map: 1.5 px at 32 x 32.
 
 
 class ConditionError(ValueError):
@@ -64,8 +85,16 @@ class ConditionEncoder:
                 # the unconditional term. D_b and D_i then come from one net, whose errors off the
                 # object cancel in D_b + Σ (D_i − D_b) (Def 5.1) as they would for exact models.
                 self.has_empty = bool(schema.get("empty", False))
-                self.label_dim = 2 * 2 * self.num_freqs + 1 + int(self.has_empty)
-                self.classes = []
+                self.colors = list(schema.get("colors") or [])
+                self.encoding = schema.get("encoding", "global")
+                if self.encoding not in ("global", "map"):
+                    raise ConditionError(f"location schema encoding={self.encoding!r}: expected 'global' or 'map'")
+                self.map_sigma = float(schema.get("map_sigma", MAP_SIGMA))
+                if not (math.isfinite(self.map_sigma) and self.map_sigma > 0):
+                    raise ConditionError(f"location schema map_sigma={self.map_sigma!r}: must be a positive width")
+                self.loc_dim = 2 * 2 * self.num_freqs + 1
+                self.label_dim = self.loc_dim + len(self.colors) + int(self.has_empty)
+                self.classes = list(self.colors)
             elif self.type in ("color", "class", "multihot"):
                 self.classes = list(schema.get("classes") or [])
                 if not self.classes:
@@ -94,31 +123,7 @@ class ConditionEncoder:
                 raise ConditionError(f"condition {value!r} given to an unconditional network")
             return torch.zeros(self.label_dim)
         if self.type == "location":
-            if isinstance(value, str):
-                if value == "empty" and self.has_empty:
-                    v = torch.zeros(self.label_dim)
-                    v[-1] = 1.0
-                    return v
-                raise ConditionError(f"location {value!r}: expected (x, y) floats in [0, 1]"
-                                     + (" or 'empty'" if self.has_empty else ""))
-            try:
-                xy = [float(v) for v in value]
-            except (TypeError, ValueError):
-                raise ConditionError(f"location {value!r}: expected (x, y) floats in [0, 1]") from None
-            if len(xy) != 2 or not all(math.isfinite(v) for v in xy):
-                raise ConditionError(f"location {value!r}: expected (x, y) floats in [0, 1]")
-            if not all(-0.25 <= v <= 1.25 for v in xy):
-                raise ConditionError(f"location {value!r}: coordinates must lie in [0, 1] (image units)")
-            feats = []
-            for c in xy:
-                for k in range(self.num_freqs):
-                    f = math.pi * (2 ** k)
-                    feats += [math.cos(f * c), math.sin(f * c)]
-            feats.append(1.0)  # presence flag: real locations are never the null vector
-            if self.has_empty:
-                feats.append(0.0)
-            v = torch.tensor(feats, dtype=torch.float32)
-            return v / math.sqrt(2 * self.num_freqs + 1)
+            return self._encode_location(value)
         if self.type in ("color", "class"):
             v = torch.zeros(self.label_dim)
             v[self._class_index(value)] = 1.0
@@ -132,6 +137,96 @@ class ConditionEncoder:
                 v[self._class_index(it)] = 1.0
             return v / v.norm()
         raise AssertionError(self.type)
+
+    def _location_features(self, value: Any) -> torch.Tensor:
+        try:
+            xy = [float(v) for v in value]
+        except (TypeError, ValueError):
+            raise ConditionError(f"location {value!r}: expected (x, y) floats in [0, 1]") from None
+        if len(xy) != 2 or not all(math.isfinite(v) for v in xy):
+            raise ConditionError(f"location {value!r}: expected (x, y) floats in [0, 1]")
+        if not all(-0.25 <= v <= 1.25 for v in xy):
+            raise ConditionError(f"location {value!r}: coordinates must lie in [0, 1] (image units)")
+        feats = []
+        for c in xy:
+            for k in range(self.num_freqs):
+                f = math.pi * (2 ** k)
+                feats += [math.cos(f * c), math.sin(f * c)]
+        feats.append(1.0)  # presence flag: real locations are never the null vector
+        return torch.tensor(feats, dtype=torch.float32) / math.sqrt(2 * self.num_freqs + 1)
+
+    def _encode_location(self, value: Any) -> torch.Tensor:
+        v = torch.zeros(self.label_dim)
+        if isinstance(value, str):
+            if value == "empty" and self.has_empty:
+                v[-1] = 1.0
+                return v
+            raise ConditionError(f"location {value!r}: expected (x, y) floats in [0, 1]"
+                                 + (" or 'empty'" if self.has_empty else "")
+                                 + (" or {'xy': (x, y), 'color': c}" if self.colors else ""))
+        xy, color = value, None
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - {"xy", "color"})
+            if unknown:
+                raise ConditionError(f"condition {value!r}: unknown key {unknown[0]!r} (expected 'xy' and/or 'color')")
+            xy, color = value.get("xy"), value.get("color")
+            if xy is None and color is None:
+                raise ConditionError(f"condition {value!r}: give 'xy', 'color' or both (None is the null label)")
+        if color is not None and not self.colors:
+            raise ConditionError(f"condition {value!r}: this network has no colour per object (its schema has no 'colors')")
+        if xy is not None:
+            v[:self.loc_dim] = self._location_features(xy)
+        if color is None:
+            return v  # the location features alone already have unit norm
+        v[self.loc_dim + self._class_index(color)] = 1.0
+        return v / v.norm()
+
+    def location_map(self, labels: torch.Tensor, resolution: int) -> torch.Tensor:
+        """Label vectors [B, label_dim] -> location maps [B, 1, R, R] (the "map" encoding).
+
+        (x, y) is read back from the k = 0 (cos, sin) pair (x = atan2(sin, cos) / pi, which is
+        exact on the accepted range [-0.25, 1.25]); rows without the presence flag (null label,
+        empty scene, colour only) give zeros. Pixel i covers [i, i + 1) / R: its centre is at
+        (i + 0.5) / R, the convention of the scenes' pixel_coords.
+        """
+        B = labels.shape[0]
+        labels = labels.float()
+        K = self.num_freqs
+        present = labels[:, 4 * K] > 1e-6
+        coords = []
+        for j in range(2):  # x then y
+            c, s_ = labels[:, 2 * K * j], labels[:, 2 * K * j + 1]
+            t = torch.atan2(s_, c) / math.pi
+            coords.append(torch.where(t < -0.5, t + 2, t))
+        grid = (torch.arange(resolution, device=labels.device, dtype=torch.float32) + 0.5) / resolution
+        gx = torch.exp(-0.5 * ((grid[None, :] - coords[0][:, None]) / self.map_sigma) ** 2)  # [B, R]
+        gy = torch.exp(-0.5 * ((grid[None, :] - coords[1][:, None]) / self.map_sigma) ** 2)
+        m = gy[:, :, None] * gx[:, None, :] * present[:, None, None].float()
+        return m.reshape(B, 1, resolution, resolution)
+
+    @property
+    def map_channels(self) -> int:
+        """Extra input channels the network needs for this schema (1 for a location map)."""
+        return 1 if self.type == "location" and self.encoding == "map" else 0
+
+    def without(self, labels: torch.Tensor, part: str) -> torch.Tensor:
+        """Labels with one part dropped ('color' or 'location'), renormalised to unit norm; rows
+        that then have nothing left (or are the empty scene) are returned unchanged, so that
+        dropping a part never turns a label into the null label or into something else."""
+        if self.type != "location" or not self.colors:
+            raise ConditionError(f"dropping {part!r}: only a location schema with 'colors' has parts")
+        out = labels.clone()
+        if part == "color":
+            out[:, self.loc_dim:self.loc_dim + len(self.colors)] = 0
+        elif part == "location":
+            out[:, :self.loc_dim] = 0
+        else:
+            raise ConditionError(f"part {part!r}: expected 'color' or 'location'")
+        n = out.norm(dim=1, keepdim=True)
+        ok = (n[:, 0] > 1e-6)
+        if self.has_empty:
+            ok &= labels[:, -1] == 0
+        return torch.where(ok[:, None], out / n.clamp_min(1e-12), labels)
 
     def encode_batch(self, values: Sequence[Any]) -> torch.Tensor:
         if self.label_dim == 0:

@@ -1,6 +1,6 @@
 """EDM preconditioning (Karras et al. 2022, Table 1) around the EDM2 U-Net, with EDM2's learned
 uncertainty head (Karras et al. 2024, Eq. 21) -- and the projcomp denoiser protocol
-D(x, sigma, cond) -> x0_hat (notes/CONTRACTS.md)."""
+D(x, sigma, cond) -> x0_hat (docs/design.md)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,9 @@ class Precond(torch.nn.Module):
         self.label_dim = label_dim
         self.condition = condition
         self.sigma_data = sigma_data
-        self.unet = UNet(img_resolution=img_resolution, img_channels=img_channels, label_dim=label_dim, **unet_kwargs)
+        # A condition with a place (schema "encoding": "map") also enters as input channels.
+        self.unet = UNet(img_resolution=img_resolution, img_channels=img_channels, label_dim=label_dim,
+                         map_channels=self.encoder.map_channels, **unet_kwargs)
         self.logvar_fourier = MPFourier(logvar_channels)
         self.logvar_linear = MPConv(logvar_channels, 1, kernel=[])
         self.config: dict = {}
@@ -91,7 +93,8 @@ class Precond(torch.nn.Module):
         c_in = 1 / (sd ** 2 + sigma ** 2).sqrt()
         c_noise = sigma.flatten().log() / 4
 
-        F_x = self.unet(c_in * x, c_noise, labels)
+        cond_map = self.encoder.location_map(labels, self.img_resolution) if self.unet.map_channels else None
+        F_x = self.unet(c_in * x, c_noise, labels, cond_map)
         D_x = c_skip * x + c_out * F_x.to(torch.float32)
         if return_logvar:
             logvar = self.logvar_linear(self.logvar_fourier(c_noise)).to(torch.float32).reshape(-1, 1, 1, 1)

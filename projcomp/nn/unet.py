@@ -107,6 +107,7 @@ class UNet(torch.nn.Module):
         attn_resolutions: Sequence[int] = (16, 8),  # Resolutions with self-attention.
         label_balance: float = 0.5,                 # Balance between noise (0) and label (1) embedding.
         concat_balance: float = 0.5,                # Balance between main path (0) and skip (1).
+        map_channels: int = 0,                      # Condition maps given beside the input (a location map).
         **block_kwargs,                             # Block arguments (dropout, channels_per_head, ...).
     ):
         super().__init__()
@@ -127,7 +128,8 @@ class UNet(torch.nn.Module):
 
         # Encoder.
         self.enc = torch.nn.ModuleDict()
-        cout = img_channels + 1  # + the constant ones channel (there are no biases).
+        self.map_channels = map_channels
+        cout = img_channels + 1 + map_channels  # + the constant ones channel (no biases) + condition maps.
         for level, channels in enumerate(cblock):
             res = img_resolution >> level
             if level == 0:
@@ -156,7 +158,8 @@ class UNet(torch.nn.Module):
                                                             attention=(res in attn_resolutions), **block_kwargs)
         self.out_conv = MPConv(cout, img_channels, kernel=[3, 3])
 
-    def forward(self, x: torch.Tensor, noise_labels: torch.Tensor, class_labels: Optional[torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, noise_labels: torch.Tensor, class_labels: Optional[torch.Tensor],
+                cond_map: Optional[torch.Tensor] = None) -> torch.Tensor:
         # Embedding: Fourier features of c_noise, plus the label embedding (EDM2 scales labels by
         # sqrt(label_dim) so a unit-norm label has unit RMS; the null label is zeros and adds nothing).
         emb = self.emb_noise(self.emb_fourier(noise_labels))
@@ -165,7 +168,10 @@ class UNet(torch.nn.Module):
         emb = mp_silu(emb)
 
         # Encoder.
-        x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
+        parts = [x, torch.ones_like(x[:, :1])]
+        if self.map_channels:
+            parts.append(cond_map.to(x.dtype))  # the condition's place, as pixels (see conditions.py)
+        x = torch.cat(parts, dim=1)
         skips = []
         for name, block in self.enc.items():
             x = block(x) if name.endswith("_conv") else block(x, emb)

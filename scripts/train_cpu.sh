@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Train the shipped 32x32 CLEVR checkpoints on a 2-core CPU, in the background, resumably:
+#
+#   nohup bash scripts/train_cpu.sh > logs/train_cpu.log 2>&1 &     # re-run the same line to resume
+#
+#   clevr-object-32   one net, location as a map + a colour per object + the empty scene
+#                     (dataset preset object-empty): settings A and B, Fig 5, the app's CLEVR and
+#                     Colours tabs.
+#   clevr-clutter-32  the cluttered pair of setting C (dataset preset clutter-location), map encoding.
+#
+# Both train at once, one thread each (preset cpu-32-map). The budgets the shipped nets used are
+# the defaults below and are recorded in each checkpoint's config.json ("command"); see
+# docs/clevr-models.md for the measured effect of budget and encoding.
+#
+# Environment: N_OBJ / N_CLU (scenes per dataset), DUR_OBJ / DUR_CLU (training images),
+# SEED (dataset seed), EXTRA (more train options for both).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+N_OBJ=${N_OBJ:-32768}; N_CLU=${N_CLU:-32768}; SEED=${SEED:-1}
+DUR_OBJ=${DUR_OBJ:-128Ki}; DUR_CLU=${DUR_CLU:-64Ki}
+DATA=data; RUNS=runs
+mkdir -p "$DATA" "$RUNS" checkpoints logs
+
+make_data() {  # preset n
+  local out="$DATA/$1-32-$2.zip"
+  [ -f "$out" ] || $PY -m projcomp.clevr make "$1" --n "$2" --resolution 32 --out "$out" --seed "$SEED" --workers 2
+}
+
+train() {  # name dataset-preset n duration [options]
+  local name=$1 preset=$2 n=$3 dur=$4; shift 4
+  $PY -m projcomp.train --preset cpu-32-map --data "$DATA/$preset-32-$n.zip" --outdir "$RUNS/$name" \
+    --duration "$dur" --save-fp16 true --no-progress "$@" ${EXTRA:-}
+  rm -rf "checkpoints/$name.tmp" && cp -r "$RUNS/$name/checkpoint" "checkpoints/$name.tmp"
+  rm -rf "checkpoints/$name" && mv "checkpoints/$name.tmp" "checkpoints/$name"
+}
+
+# Data with the renderer on both cores (~100 scenes/s at 32 px); the object net starts as soon
+# as its data exists, the clutter data renders beside it.
+make_data object-empty "$N_OBJ"
+train clevr-object-32 object-empty "$N_OBJ" "$DUR_OBJ" > logs/clevr-object-32.log 2>&1 &
+p1=$!
+make_data clutter-location "$N_CLU"
+train clevr-clutter-32m clutter-location "$N_CLU" "$DUR_CLU" --color-dropout 0 --location-dropout 0 \
+  > logs/clevr-clutter-32m.log 2>&1 &
+p2=$!
+rc=0
+wait $p1 || rc=1
+wait $p2 || rc=1
+[ $rc = 0 ] || { echo "a job failed; see logs/" >&2; tail -n 5 logs/clevr-*.log >&2; }
+exit $rc
