@@ -30,23 +30,75 @@ import numpy as np
 import torch
 
 from .compose import CompositionError
-from .experiments import SETTINGS, Zoo, ZooError, color_spec, random_locations, setting_spec
+from .experiments import SETTINGS, color_spec, random_locations, setting_spec
+from .zoo import Zoo, ZooError
 from .sample import parse_seeds, run_spec, to_uint8
 from .sampling import SamplingError
 
 __all__ = ["fig3", "fig5", "judge_locations", "main", "rejudge"]
 
 
-def judge_locations(image_u8: np.ndarray, locations: Sequence[Sequence[float]], radius_frac: float = 0.08) -> dict:
-    """Detector verdict for one image against requested (x, y) in [0,1]: counts and hits."""
+def judge_locations(image_u8: np.ndarray, locations: Sequence, radius_frac: float = 0.08,
+                    colors: Sequence | None = None) -> dict:
+    """Detector verdict for one image against requested (x, y) in [0,1]: counts, hits, the colour
+    detected at each hit place (matched against `colors` when given) and each place's contrast."""
     from .clevr.detect import detect, match
 
     R = image_u8.shape[1]
     dets = detect(image_u8)
     req = [(x * R, y * R) for x, y in locations]
     m = match(dets, req, radius=max(1.5, radius_frac * R))
-    return {"num_detected": m["num_detected"], "num_requested": m["num_requested"], "exact_count": bool(m["exact_count"]),
-            "hits": [bool(h) for h in m["hits"]], "detections": [{"center": [float(c) for c in d["center"]], "color": d["color"]} for d in dets]}
+    got = [dets[a]["color"] if a is not None else None for a in m["assignment"]]
+    out = {"num_detected": m["num_detected"], "num_requested": m["num_requested"], "exact_count": bool(m["exact_count"]),
+           "hits": [bool(h) for h in m["hits"]], "colors_at_hits": got,
+           "contrast": [float(c) for c in place_contrast(image_u8, locations)],
+           "detections": [{"center": [float(c) for c in d["center"]], "color": d["color"]} for d in dets]}
+    if colors is not None:
+        out["requested_colors"] = list(colors)
+        out["color_match"] = [None if g is None else bool(g == c) for g, c in zip(got, colors)]
+    return out
+
+
+_EMPTY_MEAN: dict = {}
+
+
+def mean_empty_scene(resolution: int, n: int = 32, seed: int = 0) -> np.ndarray:
+    """The renderer's mean empty scene [R, R, 3] in [0, 1] (camera and light jitter averaged):
+    the floor an object's contrast is measured against."""
+    if resolution not in _EMPTY_MEAN:
+        from .clevr.render import render
+        from .clevr.scene import sample_scene
+        imgs = [render(sample_scene([0xF1002, seed, i], 0, resolution=resolution), resolution) for i in range(n)]
+        _EMPTY_MEAN[resolution] = np.mean(np.stack(imgs).astype(np.float64) / 255.0, axis=0)
+    return _EMPTY_MEAN[resolution]
+
+
+def place_contrast(image_u8: np.ndarray, locations: Sequence, radius_frac: float = 0.06) -> np.ndarray:
+    """Per requested place: the peak colour distance ||img - floor|| / sqrt(3) (0 = floor,
+    1 = black vs white) within a disc of radius max(1.5 px, radius_frac * R) around it. An
+    object drawn there scores its own contrast, a faint 'ghost' (Bayes, App. G eq. 17) less,
+    an empty floor ~0.05 (sampling noise)."""
+    R = image_u8.shape[1]
+    floor = mean_empty_scene(R)
+    diff = np.linalg.norm(image_u8.astype(np.float64) / 255.0 - floor, axis=-1) / np.sqrt(3)
+    yy, xx = np.mgrid[0:R, 0:R] + 0.5
+    rad = max(1.5, radius_frac * R)
+    out = []
+    for x, y in locations:
+        disc = (xx - x * R) ** 2 + (yy - y * R) ** 2 <= rad ** 2
+        out.append(diff[disc].max() if disc.any() else 0.0)
+    return np.asarray(out)
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple:
+    """Wilson score 95 % interval of a rate (what the README's intervals are)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (float(max(c - h, 0.0)), float(min(c + h, 1.0)))
 
 
 def _grid(images: np.ndarray, rows: int, cols: int, scale: int = 2, pad: int = 2) -> np.ndarray:

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from .compose import CompositionError
-from .experiments import SETTINGS, Zoo, ZooError, color_spec, random_locations, setting_spec
+from .experiments import SETTINGS, color_spec, random_locations, setting_spec
+from .zoo import Zoo, ZooError
 from .sampling import SamplingError, sample
 from .spec import CompositionSpec
 
