@@ -37,10 +37,14 @@ SETTINGS = {
 }
 
 
-def setting_spec(zoo: Zoo, setting: str, locations: Sequence[Sequence[float]], seeds: Sequence[int],
+def setting_spec(zoo: Zoo, setting: str, locations: Sequence, seeds: Sequence[int],
                  weights: Optional[Sequence[float]] = None, sampler: Optional[dict] = None,
-                 resolution: Optional[int] = None) -> CompositionSpec:
-    """Fig 3 setting A/B/C as a spec: one term per (x, y) location in [0, 1] image coordinates."""
+                 resolution: Optional[int] = None, colors: Optional[Sequence[Optional[str]]] = None) -> CompositionSpec:
+    """Fig 3 setting A/B/C as a spec: one term per (x, y) location in [0, 1] image coordinates.
+
+    colors: one colour name (or None = any colour) per location, for a net with a colour per
+    object (condition schema "colors", preset object-empty); each term is then
+    {"xy": (x, y), "color": c}: "an object of colour c at (x, y)"."""
     if setting not in SETTINGS:
         raise CompositionError(f"setting: {setting!r} is not one of {sorted(SETTINGS)}")
     s = SETTINGS[setting]
@@ -59,10 +63,25 @@ def setting_spec(zoo: Zoo, setting: str, locations: Sequence[Sequence[float]], s
     weights = [1.0] * len(locations) if weights is None else list(weights)
     if len(weights) != len(locations):
         raise CompositionError(f"weights: {len(weights)} weights for {len(locations)} locations")
+    colors = [None] * len(locations) if colors is None else list(colors)
+    if len(colors) != len(locations):
+        raise CompositionError(f"colors: {len(colors)} colours for {len(locations)} locations")
+    palette = (zoo.entries[term_model].get("condition") or {}).get("colors") or []
+    conds = []
+    for i, (xy, c) in enumerate(zip(locations, colors)):
+        if c is None:
+            conds.append(xy)
+        elif not palette:
+            raise CompositionError(f"colors[{i}]: {term_model!r} has no colour per object (train on preset object-empty)")
+        elif c not in palette:
+            raise CompositionError(f"colors[{i}]: {c!r} is not one of {palette}")
+        else:
+            conds.append({"xy": xy, "color": c})
     d = {
         "background": {"model": bg_model, "cond": bg_cond, "name": s["title"]},
-        "terms": [{"model": term_model, "cond": xy, "weight": w, "name": f"object at ({xy[0]:.2f}, {xy[1]:.2f})"}
-                  for xy, w in zip(locations, weights)],
+        "terms": [{"model": term_model, "cond": cond, "weight": w,
+                   "name": (f"{c} object" if c else "object") + f" at ({xy[0]:.2f}, {xy[1]:.2f})"}
+                  for xy, c, cond, w in zip(locations, colors, conds, weights)],
         "sampler": dict(sampler or {}),
         "seeds": list(seeds),
     }
@@ -70,15 +89,55 @@ def setting_spec(zoo: Zoo, setting: str, locations: Sequence[Sequence[float]], s
 
 
 def color_spec(zoo: Zoo, colors: Sequence[str], seeds: Sequence[int], weights: Optional[Sequence[float]] = None,
-               sampler: Optional[dict] = None, resolution: Optional[int] = None) -> CompositionSpec:
-    """Fig 5: colour conditionals composed over the colour net's unconditional (null-label) term."""
-    model = zoo.find("color", resolution)
+               sampler: Optional[dict] = None, resolution: Optional[int] = None, background: str = "auto",
+               model: Optional[str] = None) -> CompositionSpec:
+    """Fig 5: colour conditionals composed over a background.
+
+    background: 'empty' = the empty scene (the colour net's own 'empty' label when it has one, else
+    the 'empty' label of a location net / the empty-scene net at the same resolution); 'null' = the
+    colour net's null label (one object of any colour: a Bayes-like p_u); 'auto' = 'empty' when the
+    colour net has that label, else 'null'. A net with a colour per object (object-empty) is asked
+    for {"color": c}, an old colour net for c. `model` picks the colour net (default: the best one in the zoo, see below)."""
+    if background not in ("auto", "empty", "null"):
+        raise CompositionError(f"background: {background!r} is not one of auto, empty, null")
+    if model is None:
+        # Nets with a colour per object AND the 'empty' label (preset object-empty: p_c, p_b and p_u
+        # from one net) before plain colour nets (preset color); the preferred resolution first.
+        def usable(n):
+            return resolution is None or zoo.resolution_of(n) == int(resolution)
+
+        obj = [n for n in zoo.entries if usable(n) and (zoo.entries[n].get("condition") or {}).get("colors")
+               and zoo.has_empty_label(n)]
+        old = [n for n in zoo.entries if usable(n) and (zoo.entries[n].get("dataset") or {}).get("preset") == "color"]
+        pref = zoo.preferred_resolution()
+        key = lambda n: (zoo.resolution_of(n) != pref, -zoo.resolution_of(n), n)  # noqa: E731
+        names = sorted(obj, key=key) + sorted(old, key=key)
+        if not names:
+            raise ZooError(f"no checkpoint for role 'color'" + (f" at {resolution}px" if resolution else "")
+                           + f" in {zoo.root!r}")
+        model = names[0]
+    own_empty = zoo.has_empty_label(model)
+    per_object = bool((zoo.entries[model].get("condition") or {}).get("colors"))
+    if background == "auto":
+        background = "empty" if own_empty else "null"
+    if background == "null":
+        bg = {"model": model, "cond": None, "name": "null label (one object of any colour)"}
+    elif own_empty:
+        bg = {"model": model, "cond": "empty", "name": "empty scene (the colour net's 'empty' label)"}
+    else:
+        res = zoo.resolution_of(model)
+        loc = [n for n in zoo.entries if zoo.role_of(n) == "location" and zoo.has_empty_label(n) and zoo.resolution_of(n) == res]
+        if loc:
+            bg = {"model": loc[0], "cond": "empty", "name": "empty scene (a location net's 'empty' label)"}
+        else:
+            bg = {"model": zoo.find("empty", res), "cond": None, "name": "empty scene (the empty-scene net)"}
     weights = [1.0] * len(colors) if weights is None else list(weights)
     if len(weights) != len(colors):
         raise CompositionError(f"weights: {len(weights)} weights for {len(colors)} colours")
     d = {
-        "background": {"model": model, "cond": None, "name": "unconditional (one object of any colour)"},
-        "terms": [{"model": model, "cond": c, "weight": w, "name": c} for c, w in zip(colors, weights)],
+        "background": bg,
+        "terms": [{"model": model, "cond": {"color": c} if per_object else c, "weight": w, "name": c}
+                  for c, w in zip(colors, weights)],
         "sampler": dict(sampler or {}),
         "seeds": list(seeds),
     }

@@ -27,7 +27,6 @@ whether it reaches them (§7).
 
 from __future__ import annotations
 
-import math
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
@@ -37,20 +36,9 @@ from ..sampling import SamplerConfig, sample
 from .checks import composed_denoiser
 from .distributions import GaussianMixture, TheoryError
 
-__all__ = ["wilson", "strip_distributions", "target_rates", "classify_strips", "colour_toy", "OUTCOMES"]
+__all__ = ["strip_distributions", "target_rates", "classify_strips", "colour_toy", "OUTCOMES"]
 
 OUTCOMES = ("two_objects", "one_blended", "one_object", "none", "other")
-
-
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple:
-    """Wilson score interval (95 % by default) for k successes in n trials."""
-    if n <= 0:
-        return (0.0, 1.0)
-    p = k / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def _check(floor, colour, pixels, width, noise):
@@ -135,6 +123,8 @@ def colour_toy(floor, colours: Mapping[str, Sequence[float]], base: str = "yello
         raise TheoryError(f"base: {base!r} is not among the colours {sorted(colours)}")
     others = [c for c in colours if c != base] if others is None else list(others)
     cfg = SamplerConfig(num_steps=num_steps, solver=solver)
+    from ..evaluate import wilson  # the project's one Wilson interval
+
     rows, keep_samples = [], {}
     n = torch.get_num_threads()
     torch.set_num_threads(1)
