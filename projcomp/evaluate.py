@@ -127,11 +127,20 @@ def _write_table(rows: list, outdir: str, name: str, title: str) -> None:
             f.write("| " + " | ".join(fmt(r[k]) for k in keys) + " |\n")
 
 
+def random_colors(k: int, location_set: int) -> list:
+    """A colour per place for `--colors random`: drawn from CLEVR's eight by a seed of (k, set)."""
+    from .clevr.scene import CLEVR_COLORS
+    rng = np.random.default_rng([0xC010, int(k), int(location_set)])
+    return [CLEVR_COLORS[i] for i in rng.integers(0, len(CLEVR_COLORS), size=k)]
+
+
 def fig3(zoo: Zoo, settings: Sequence[str], ks: Sequence[int], seeds: Sequence[int], outdir: str,
          location_sets: int = 1, sampler: dict | None = None, resolution: int | None = None, batch: int = 16,
-         weight: float = 1.0, log=print) -> list:
+         weight: float = 1.0, colors: str | None = None, log=print) -> list:
     """Fig 3 A/B/C and Table 1: detector counts per setting and k. `weight` is every term's w_i
-    (1 = Def 5.1 as the paper uses it; w > 1 sharpens each p_i, CFG-style, and is not projective)."""
+    (1 = Def 5.1 as the paper uses it; w > 1 sharpens each p_i, CFG-style, and is not projective).
+    colors='random' asks each place for a colour (nets with a colour per object; setting C's
+    clutter net has none, so C keeps 'any colour') and scores the colour found at each hit."""
     from PIL import Image
 
     os.makedirs(outdir, exist_ok=True)
@@ -143,13 +152,20 @@ def fig3(zoo: Zoo, settings: Sequence[str], ks: Sequence[int], seeds: Sequence[i
             row_imgs = []
             for j in range(location_sets):
                 locs = random_locations(k, seed=j)
-                spec = setting_spec(zoo, setting, locs, seeds, weights=[weight] * k, sampler=sampler, resolution=resolution)
+                cols = None
+                if colors == "random" and (zoo.entries[zoo.find(SETTINGS[setting]["terms"], resolution)]
+                                           .get("condition") or {}).get("colors"):
+                    cols = random_colors(k, j)
+                spec = setting_spec(zoo, setting, locs, seeds, weights=[weight] * k, sampler=sampler, resolution=resolution,
+                                    colors=cols)
                 t0 = time.perf_counter()
                 imgs = to_uint8(run_spec(spec, zoo, batch=batch))
                 dt = time.perf_counter() - t0
                 samples[f"{setting}/k{k}/set{j}"] = imgs
                 samples[f"{setting}/k{k}/set{j}/locations"] = np.asarray(locs, np.float64).reshape(-1, 2)
-                per_image += _judge_set(stats, imgs, locs, setting, j, seeds)
+                if cols is not None:
+                    samples[f"{setting}/k{k}/set{j}/colors"] = np.asarray(cols)
+                per_image += _judge_set(stats, imgs, locs, setting, j, seeds, cols)
                 if j == 0:
                     row_imgs = imgs
                 log(f"setting {setting} k={k} set {j}: {len(seeds)} images in {dt:.1f}s")
@@ -175,12 +191,13 @@ def rejudge(outdir: str, log=print) -> list:
     seeds = data["seeds"].tolist()
     stats: dict = {}
     rows, per_image = [], []
-    for key in data:  # "A/k3/set0" -> images; "A/k3/set0/locations" -> the requested places
+    for key in data:  # "A/k3/set0" -> images; ".../locations", ".../colors" -> what was asked for
         parts = key.split("/")
         if len(parts) == 3:
             setting, k, j = parts[0], int(parts[1][1:]), int(parts[2][3:])
             st = stats.setdefault((setting, k), _new_stats())
-            per_image += _judge_set(st, data[key], data[key + "/locations"].tolist(), setting, j, seeds)
+            cols = data[key + "/colors"].tolist() if key + "/colors" in data else None
+            per_image += _judge_set(st, data[key], data[key + "/locations"].tolist(), setting, j, seeds, cols)
     for (setting, k), st in stats.items():
         rows.append(_table_row(setting, k, st))
         log(f"setting {setting} k={k}: exact {st['exact']}/{st['n']}")
@@ -189,29 +206,39 @@ def rejudge(outdir: str, log=print) -> list:
 
 
 def _new_stats() -> dict:
-    return {"exact": 0, "hits": 0, "req": 0, "det": 0, "n": 0}
+    return {"exact": 0, "hits": 0, "req": 0, "det": 0, "n": 0, "contrast": [], "col_ok": 0, "col_n": 0}
 
 
-def _judge_set(stats: dict, imgs, locs: list, setting: str, location_set: int, seeds: Sequence[int]) -> list:
+def _judge_set(stats: dict, imgs, locs: list, setting: str, location_set: int, seeds: Sequence[int],
+               colors: Sequence | None = None) -> list:
     """Judge one location set's samples, add them to `stats`; their per-image verdicts."""
     out = []
     for s, img in zip(seeds, imgs):
-        v = judge_locations(img, locs)
+        v = judge_locations(img, locs, colors=colors)
         stats["exact"] += v["exact_count"]
         stats["hits"] += sum(v["hits"])
         stats["req"] += len(locs)
         stats["det"] += v["num_detected"]
         stats["n"] += 1
+        stats["contrast"] += v["contrast"]
+        for ok in v.get("color_match", []):
+            if ok is not None:
+                stats["col_ok"] += ok
+                stats["col_n"] += 1
         out.append({"setting": setting, "k": len(locs), "location_set": location_set, "seed": int(s),
                     "locations": locs, **v})
     return out
 
 
 def _table_row(setting: str, k: int, stats: dict) -> dict:
+    ex_lo, ex_hi = wilson(stats["exact"], stats["n"])
+    hit_lo, hit_hi = wilson(stats["hits"], stats["req"])
     return {"setting": setting, "k": k, "images": stats["n"],
-            "exact_count_rate": stats["exact"] / stats["n"],
-            "location_hit_rate": stats["hits"] / max(stats["req"], 1),
-            "mean_detected": stats["det"] / stats["n"]}
+            "exact_count_rate": stats["exact"] / stats["n"], "exact_ci95": f"{ex_lo:.2f}-{ex_hi:.2f}",
+            "location_hit_rate": stats["hits"] / max(stats["req"], 1), "hit_ci95": f"{hit_lo:.2f}-{hit_hi:.2f}",
+            "mean_detected": stats["det"] / stats["n"],
+            "mean_contrast": float(np.mean(stats["contrast"])) if stats["contrast"] else 0.0,
+            "color_match_at_hits": stats["col_ok"] / stats["col_n"] if stats["col_n"] else None}
 
 
 def _write_table1(rows: list, per_image: list, outdir: str) -> None:
@@ -220,66 +247,143 @@ def _write_table1(rows: list, per_image: list, outdir: str) -> None:
         json.dump(per_image, f)
 
 
-def color_histograms(n_per_color: int = 40, resolution: int = 32, seed: int = 0) -> dict:
-    """Per-channel histograms (sRGB, 0-255) of object pixels per CLEVR colour, from rendered scenes."""
-    from .clevr.render import render
-    from .clevr.scene import CLEVR_COLORS, sample_scene
+def _judge_colours(img: np.ndarray, base: str, other: str) -> dict:
+    """Detector verdict for one Fig 5 sample: objects, their colours and the outcome."""
     from .clevr.detect import detect
 
-    hists = {}
-    bins = np.linspace(0, 256, 33)
-    for c in CLEVR_COLORS:
-        px = []
-        for i in range(n_per_color):
-            scene = sample_scene([seed, 7, CLEVR_COLORS.index(c), i], num_objects=1, forced={"color": c}, resolution=resolution)
-            img = render(scene, resolution=resolution)
-            dets, labels = detect(img, return_labels=True)
-            if labels.max() > 0:
-                px.append(img[labels > 0])
-        px = np.concatenate(px) if px else np.zeros((0, 3), np.uint8)
-        hists[c] = [np.histogram(px[:, ch], bins=bins, density=True)[0].tolist() for ch in range(3)]
-    hists["_bins"] = bins.tolist()
-    return hists
+    cols = [d["color"] for d in detect(img)]
+    two = len(cols) == 2 and sorted(cols) == sorted([base, other])
+    return {"colours": cols, "two_objects": bool(two), "both_colours": base in cols and other in cols,
+            "one_object": len(cols) == 1}
+
+
+def _rate(k: int, n: int) -> dict:
+    lo, hi = wilson(k, n)
+    return {"count": int(k), "rate": k / max(n, 1), "ci95": [lo, hi]}
+
+
+def fig5_toy(stats: dict, base: str = "yellow", num_seeds: int = 256, num_steps: int = 32, log=print) -> dict:
+    """The exact-score colour toy (projcomp.theory.colours) with the renders' measured colours:
+    'renderer' = our floor (the empty scene under the objects) and object-minus-floor colours;
+    'paper floor' = the same objects over a grey floor at the base colour's mean R/G level (the
+    paper's premise that yellow differs from the floor only in B), the one controlled change."""
+    from .clevr.colorstats import toy_colours
+    from .theory.colours import colour_toy
+
+    floor, cols = toy_colours(stats)
+    objects = {c: stats["object_mean"][i] / 127.5 - 1.0 for i, c in enumerate(stats["colors"])}
+    grey = float(stats["object_mean"][stats["colors"].index(base)][:2].mean()) / 127.5 - 1.0
+    out = {}
+    for name, f, c in (("renderer", floor, cols), ("paper_floor", np.full(3, grey), objects)):
+        r = colour_toy(f, c, base=base, num_seeds=num_seeds, num_steps=num_steps)
+        out[name] = r
+        log(f"toy ({name}): " + ", ".join(f"{p['pair']} {p['two_objects']['rate']:.2f}" for p in r["pairs"]))
+    return out
 
 
 def fig5(zoo: Zoo, seeds: Sequence[int], outdir: str, base: str = "yellow", sampler: dict | None = None,
-         resolution: int | None = None, batch: int = 16, log=print) -> list:
-    """Fig 5: `base` composed with each other colour; success = both colours detected."""
+         resolution: int | None = None, batch: int = 16, background: str = "auto", toy_seeds: int = 256,
+         stats_n: int = 24, grid_cols: int = 8, log=print) -> list:
+    """Fig 5: `base` composed with each other colour over `background` (see color_spec).
+
+    Success = the detector finds exactly two objects, one `base` and one of the other colour (rate
+    with a 95 % Wilson interval); also reported: both colours present, one object. Beside it, from
+    the renders (projcomp.clevr.colorstats): per-channel histograms and Lemma 8.1's cosines per
+    pair; and the exact-score toy's rates. Grids show the first `grid_cols` seeds of every pair."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from PIL import Image
-    from .clevr.detect import detect
-    from .clevr.scene import CLEVR_COLORS
 
+    from .clevr.colorstats import colour_statistics, histogram_figure, pair_verdicts, summary
+    from .clevr.scene import CLEVR_COLORS
+    from .theory.colours import strips_to_image
+
+    if base not in CLEVR_COLORS:
+        raise CompositionError(f"base: {base!r} is not one of {CLEVR_COLORS}")
     os.makedirs(outdir, exist_ok=True)
-    rows, grids = [], []
-    for other in [c for c in CLEVR_COLORS if c != base]:
-        spec = color_spec(zoo, [base, other], seeds, sampler=sampler, resolution=resolution)
-        imgs = to_uint8(run_spec(spec, zoo, batch=batch))
-        ok = 0
-        for img in imgs:
-            cols = {d["color"] for d in detect(img)}
-            ok += (base in cols) and (other in cols)
-        rows.append({"pair": f"{base}+{other}", "images": len(imgs), "both_colours_rate": ok / len(imgs)})
-        grids.append(imgs)
-        log(f"{base}+{other}: both colours in {ok}/{len(imgs)}")
-    Image.fromarray(_grid(np.concatenate(grids), rows=len(grids), cols=len(seeds))).save(os.path.join(outdir, "fig5_grid.png"))
-    _write_table(rows, outdir, "fig5", f"Fig 5: {base} composed with each colour (detector: both colours present)")
-    res = zoo.resolution_of(zoo.find("color", resolution))
-    hists = color_histograms(resolution=res)
-    bins = np.array(hists["_bins"])
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3), dpi=100)
-    for ch, ax in enumerate(axes):
-        for c in CLEVR_COLORS:
-            ax.stairs(hists[c][ch], bins, label=c, color="black" if c == base else None, lw=2 if c == base else 1)
-        ax.set_title("RGB"[ch] + " channel of object pixels")
-    axes[-1].legend(fontsize=7)
-    fig.tight_layout()
+    others = [c for c in CLEVR_COLORS if c != base]
+    specs = {o: color_spec(zoo, [base, o], seeds, sampler=sampler, resolution=resolution, background=background) for o in others}
+    spec0 = specs[others[0]]
+    bg_is_empty = spec0.background.cond == "empty" or zoo.role_of(spec0.background.model) == "empty"
+    res = zoo.resolution_of(spec0.terms[0].model)
+    log(f"fig5: {spec0.terms[0].model} over {spec0.background.name} ({spec0.background.model}), {res}px")
+    stats = colour_statistics(res, n=stats_n)
+    verdicts = {v["pair"]: v for v in pair_verdicts(stats, base, others, "empty" if bg_is_empty else "any")}
+    toy = fig5_toy(stats, base, num_seeds=toy_seeds, log=log) if toy_seeds > 0 else {}
+
+    rows, per_image, grids = [], [], []
+    for o in others:
+        imgs = to_uint8(run_spec(specs[o], zoo, batch=batch))
+        judged = [_judge_colours(img, base, o) for img in imgs]
+        pair, n = f"{base}+{o}", len(imgs)
+        two = _rate(sum(j["two_objects"] for j in judged), n)
+        v = verdicts[pair]
+        row = {"pair": pair, "images": n, "two_objects_rate": two["rate"], "ci95_lo": two["ci95"][0], "ci95_hi": two["ci95"][1],
+               "both_colours_rate": sum(j["both_colours"] for j in judged) / n,
+               "one_object_rate": sum(j["one_object"] for j in judged) / n,
+               "mean_detected": float(np.mean([len(j["colours"]) for j in judged])),
+               "lemma81_cos": v["cos"], "predicts": v["predicts"]}
+        for name, r in toy.items():
+            t = next(p for p in r["pairs"] if p["pair"] == pair)
+            row[f"toy_{name}_two_objects"] = t["two_objects"]["rate"]
+        rows.append(row)
+        per_image += [{"pair": pair, "seed": int(s), **j} for s, j in zip(specs[o].seeds, judged)]
+        grids.append(imgs[:grid_cols])
+        log(f"{pair}: two objects (one of each) in {two['count']}/{n} [{two['ci95'][0]:.2f}, {two['ci95'][1]:.2f}], "
+            f"cos {v['cos']:.2f} -> {v['predicts']}")
+    cols = min(grid_cols, len(seeds))
+    Image.fromarray(_grid(np.concatenate(grids), rows=len(grids), cols=cols)).save(os.path.join(outdir, "fig5_grid.png"))
+    _write_table(rows, outdir, "fig5", f"Fig 5: {base} + each colour over {spec0.background.name}; success = detector finds "
+                 f"two objects, one of each colour (95 % Wilson interval)")
+    fig = histogram_figure(stats, highlight=(base,), title=f"object pixels per colour vs the empty scene ({res}px renders, "
+                           f"{stats_n} scenes each)")
     fig.savefig(os.path.join(outdir, "fig5_histograms.png"))
-    with open(os.path.join(outdir, "histograms.json"), "w") as f:
-        json.dump(hists, f)
+    plt.close(fig)
+    toy_rows = []
+    for name, r in toy.items():
+        for p in r["pairs"]:
+            toy_rows.append({"floor": name, "pair": p["pair"], "seeds": p["seeds"], "two_objects_rate": p["two_objects"]["rate"],
+                             "ci95_lo": p["two_objects"]["ci95"][0], "ci95_hi": p["two_objects"]["ci95"][1],
+                             "one_blended_rate": p["one_blended"]["rate"], "target_two_objects": p["target"]["two_objects"],
+                             "cos_object_minus_floor": p["target"]["cos"]})
+    if toy:
+        _write_table(toy_rows, outdir, "fig5_toy", "Fig 5 exact-score strip toy: two objects (one of each colour) sampled "
+                     "vs the exact target C[p]")
+        strips = [np.concatenate([strips_to_image(r["samples"][f"{base}+{o}"][:grid_cols])]) for r in toy.values() for o in others]
+        width = max(a.shape[1] for a in strips)
+        strips = [np.pad(a, ((0, 12), (0, width - a.shape[1]), (0, 0)), constant_values=255) for a in strips]
+        Image.fromarray(np.concatenate(strips)).save(os.path.join(outdir, "fig5_toy_grid.png"))
+    results = {
+        "base": base, "background": {"model": spec0.background.model, "cond": spec0.background.cond, "name": spec0.background.name},
+        "colour_model": spec0.terms[0].model, "resolution": res, "seeds": [int(s) for s in seeds],
+        "sampler": spec0.sampler if isinstance(spec0.sampler, dict) else dict(sampler or {}),
+        "nets": rows, "per_image": per_image, "lemma81": list(verdicts.values()),
+        "lemma81_background": "empty scene" if bg_is_empty else "one object of any colour",
+        "histograms": summary(stats),
+        "toy": {name: {"config": r["config"], "pairs": r["pairs"]} for name, r in toy.items()},
+    }
+    with open(os.path.join(outdir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1, default=lambda o: o.__dict__ if hasattr(o, "__dict__") else str(o))
     return rows
+
+
+def _portable(config: dict) -> dict:
+    """The config with this machine's absolute paths replaced (relative to the working directory
+    when inside it, else the base name), so that results can be shipped."""
+    def fix(v):
+        if isinstance(v, str):
+            out = []
+            for tok in v.split(" "):
+                if os.path.isabs(tok):
+                    rel = os.path.relpath(tok)
+                    tok = rel if not rel.startswith("..") else os.path.basename(tok.rstrip(os.sep))
+                out.append(tok)
+            return " ".join(out)
+        if isinstance(v, list):
+            return [fix(x) for x in v]
+        return v
+    return {k: fix(v) for k, v in config.items()}
 
 
 def main(argv=None) -> int:
@@ -292,8 +396,16 @@ def main(argv=None) -> int:
         p.add_argument("--k", nargs="+", default=["1-9"], help="object counts, e.g. 1-9")
         p.add_argument("--location-sets", type=int, default=1, help="random location sets per k")
         p.add_argument("--weight", type=float, default=1.0, help="every term's weight w_i (1 = the paper's operator)")
-    p5 = sub.add_parser("fig5", help="Fig 5 colour composition + per-channel histograms")
+        p.add_argument("--colors", choices=["any", "random"], default="any",
+                       help="'random': ask each place for a random colour (nets with a colour per object) and "
+                            "score the colour detected at each hit")
+    p5 = sub.add_parser("fig5", help="Fig 5 colour composition + per-channel histograms + exact-score toy")
     p5.add_argument("--base", default="yellow")
+    p5.add_argument("--background", default="auto", choices=["auto", "empty", "null"],
+                    help="what the colours are composed over (auto: the colour net's 'empty' label when it has one)")
+    p5.add_argument("--toy-seeds", type=int, default=256, help="seeds per pair for the exact-score toy (0: skip it)")
+    p5.add_argument("--stats-scenes", type=int, default=24, help="rendered scenes per colour for histograms / Lemma 8.1")
+    p5.add_argument("--grid-cols", type=int, default=8, help="first N seeds per pair in the grids")
     pt = sub.add_parser("theory", help="the exact-score toys (App. G eq. 17/18, 2-D experts, feature maps)")
     pr = sub.add_parser("rejudge", help="Table 1 again from a fig3 --outdir's samples.npz with the current detector")
     for p in list(sub.choices.values()):
@@ -306,10 +418,13 @@ def main(argv=None) -> int:
         p.add_argument("--resolution", type=int)
         p.add_argument("--batch", type=int, default=16)
         p.add_argument("--checkpoints", default=os.environ.get("PROJCOMP_CHECKPOINTS", "checkpoints"))
+    p5.set_defaults(seeds=["0-31"], steps=16)
     args = ap.parse_args(argv)
     os.makedirs(args.outdir, exist_ok=True)
     config = {k: v for k, v in vars(args).items()}
     config["command"] = "python -m projcomp.evaluate " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.cmd == "fig5":
+        config = _portable(config)
     # rejudge keeps the fig3 run's config.json (it did the sampling) and records itself beside it.
     with open(os.path.join(args.outdir, "rejudge.json" if args.cmd == "rejudge" else "config.json"), "w") as f:
         json.dump(config, f, indent=2)
@@ -328,9 +443,10 @@ def main(argv=None) -> int:
         if args.cmd in ("fig3", "table1"):
             ks = parse_seeds(args.k)
             rows = fig3(zoo, args.settings, ks, seeds, args.outdir, args.location_sets, sampler, args.resolution, args.batch,
-                        weight=args.weight)
+                        weight=args.weight, colors=None if args.colors == "any" else args.colors)
         else:
-            rows = fig5(zoo, seeds, args.outdir, args.base, sampler, args.resolution, args.batch)
+            rows = fig5(zoo, seeds, args.outdir, args.base, sampler, args.resolution, args.batch, background=args.background,
+                        toy_seeds=args.toy_seeds, stats_n=args.stats_scenes, grid_cols=args.grid_cols)
     except (CompositionError, SamplingError, ZooError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -184,15 +184,21 @@ def pair_verdicts(stats: dict, base: str, others: Sequence[str], background: str
 
     `cos` (whole-image means, pixel space) drives the verdict: composes = cos <= threshold (the
     sign matters, see the module docstring). `factorized` is Lemma 8.1's own necessary condition
-    |cos| <= threshold."""
+    |cos| <= threshold. Over the 'any' background (a null label, Bayes-like) the derivation does not
+    apply: p_u places exactly one object, so Def 5.2 fails whatever the colours (§3, Fig 3B) and
+    the prediction is a failure for every pair; the cosines are still reported."""
     rows = []
     for other in others:
         L = lemma81(stats, [base, other], background)
         cos = float(L["matrix"][0, 1])
+        if background == "any":
+            composes, predicts = False, "fails (Bayes background: one object of any colour)"
+        else:
+            composes = cos <= threshold
+            predicts = "two objects" if composes else "one blended object"
         rows.append({"pair": f"{base}+{other}", "cos": cos, "cos_channel_means": float(L["channel_matrix"][0, 1]),
                      "cos_object_minus_floor": float(L["object_matrix"][0, 1]),
-                     "predicts": "two objects" if cos <= threshold else "one blended object",
-                     "composes": cos <= threshold, "factorized": abs(cos) <= threshold})
+                     "predicts": predicts, "composes": composes, "factorized": abs(cos) <= threshold})
     return rows
 
 

@@ -151,7 +151,7 @@ def colour_toy(floor, colours: Mapping[str, Sequence[float]], base: str = "yello
     return {"config": config, "pairs": rows, "samples": keep_samples}
 
 
-def strips_to_image(x: torch.Tensor, scale: int = 6) -> np.ndarray:
+def strips_to_image(x: torch.Tensor, scale: int = 10) -> np.ndarray:
     """Samples [B, 3, 1, P] in [-1, 1] -> uint8 image, one strip per row (for grids)."""
     a = ((torch.as_tensor(x).reshape(len(x), 3, -1).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
     a = a.transpose(0, 2, 1)                                     # [B, P, 3]

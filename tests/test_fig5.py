@@ -1,0 +1,185 @@
+"""Fig 5 (issue 13): colour statistics of renders, the exact-score colour toy, color_spec over an
+object-empty net and `python -m projcomp.evaluate fig5` end to end on tiny random nets."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from projcomp.clevr import colorstats as cs
+from projcomp.theory.colours import classify_strips, colour_toy, strip_distributions, target_rates
+
+COLOURS = ["gray", "red", "blue", "green", "brown", "purple", "cyan", "yellow"]
+OBJECT_SCHEMA = {"type": "location", "dim": 2, "empty": True, "colors": COLOURS, "encoding": "map", "map_sigma": 0.046875}
+
+
+# --- exact-score toy -----------------------------------------------------------------------------
+
+FLOOR = np.zeros(3)
+YELLOW = np.array([0.0, 0.0, -0.6])         # differs from the floor only in B
+BLUE = np.array([-0.6, -0.6, 0.0])          # only in R, G: Def 5.2 in RGB with yellow
+BROWN = np.array([-0.5, -0.4, -0.6])        # shares B with yellow: aligned mean differences
+
+
+def test_target_is_independent_placement_iff_mean_differences_are_orthogonal():
+    P = 8
+    t = target_rates(FLOOR, YELLOW, BLUE, pixels=P, width=1, noise=0.1)
+    assert t["dot"] == pytest.approx(0.0) and t["cos"] == pytest.approx(0.0)
+    assert t["two_objects"] == pytest.approx((P - 1) / P)          # i != j with uniform weights
+    aligned = target_rates(FLOOR, YELLOW, BROWN, pixels=P, width=1, noise=0.1)
+    assert aligned["two_objects"] < 1e-6 and aligned["mean_overlap"] > 0.999
+    opposed = target_rates(FLOOR, YELLOW, -BROWN, pixels=P, width=1, noise=0.1)
+    assert opposed["two_objects"] > 0.999                            # pushed apart
+    wide = target_rates(FLOOR, YELLOW, BLUE, pixels=P, width=2, noise=0.1)
+    K = P - 1
+    assert wide["two_objects"] == pytest.approx((K * K - K - 2 * (K - 1)) / (K * K))
+
+
+def test_target_matches_the_composed_density():
+    """C[p] ∝ p_a p_b / p_bg is a mixture over placements (i, j) with masses ∫ N_a^i N_b^j / N_bg:
+    estimate each by Monte Carlo under N_a^i and compare with the closed form."""
+    from projcomp.theory import GaussianMixture
+
+    a, b, f, s, P = np.array([0.3, -0.2, 0.1]), np.array([0.1, 0.25, -0.3]), np.array([0.05, 0.0, 0.1]), 0.3, 3
+    p_bg, ps = strip_distributions(f, {"a": a, "b": b}, pixels=P, width=1, noise=s)
+    g = torch.Generator().manual_seed(0)
+    mass = np.zeros((P, P))
+    for i in range(P):
+        Na = GaussianMixture([1.0], ps["a"].means[i:i + 1], s * s)
+        x = Na.sample(100000, g)
+        for j in range(P):
+            Nb = GaussianMixture([1.0], ps["b"].means[j:j + 1], s * s)
+            mass[i, j] = float(torch.exp(Nb.log_prob(x) - p_bg.log_prob(x)).mean())
+    mass /= mass.sum()
+    t = target_rates(f, a, b, pixels=P, width=1, noise=s)
+    assert t["two_objects"] == pytest.approx(1 - np.trace(mass), abs=0.01)
+    assert t["dot"] < 0 and 1 - t["two_objects"] < 1 / P   # opposed differences: fewer shared pixels than chance
+
+
+def test_classify_strips_reads_objects():
+    P = 6
+    def strip(cols):
+        x = np.tile(FLOOR[:, None], (1, P))
+        for j, c in cols.items():
+            x[:, j] = c
+        return torch.tensor(x).reshape(1, 3, 1, P)
+    xs = torch.cat([strip({1: YELLOW, 4: BLUE}), strip({2: YELLOW + BLUE}), strip({3: YELLOW}), strip({}),
+                    strip({1: YELLOW, 2: YELLOW + BLUE, 3: BLUE})])
+    got = [r["outcome"] for r in classify_strips(xs, FLOOR, YELLOW, BLUE)]
+    assert got == ["two_objects", "one_blended", "one_object", "none", "other"]
+
+
+def test_sampled_toy_composes_orthogonal_colours_and_blends_aligned_ones():
+    r = colour_toy(FLOOR, {"yellow": YELLOW, "blue": BLUE, "brown": BROWN}, num_seeds=24, pixels=8, num_steps=16)
+    by = {p["pair"]: p for p in r["pairs"]}
+    assert by["yellow+blue"]["two_objects"]["rate"] >= 0.75
+    assert by["yellow+brown"]["one_blended"]["rate"] >= 0.75
+    lo, hi = by["yellow+blue"]["two_objects"]["ci95"]
+    assert lo <= by["yellow+blue"]["two_objects"]["rate"] <= hi
+    assert r["samples"]["yellow+blue"].shape == (16, 3, 1, 8)
+
+
+# --- colour statistics of renders --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def stats():
+    return cs.colour_statistics(resolution=16, n=2, seed=3)
+
+
+def test_colour_statistics_measure_renders(stats):
+    from projcomp.clevr.render import render, render_ids
+    from projcomp.clevr.scene import sample_scene
+
+    assert stats["image_mean"].shape == (8, 16, 16, 3) and stats["background_mean"].shape == (16, 16, 3)
+    # Recompute yellow's numbers from the same scenes.
+    i = COLOURS.index("yellow")
+    imgs, px = [], []
+    for k in range(2):
+        sc = sample_scene([3, 7, i, k], num_objects=1, forced={"color": "yellow"}, resolution=16)
+        img = render(sc, 16)
+        imgs.append(img)
+        px.append(img[render_ids(sc, 16) >= 0])
+    np.testing.assert_allclose(stats["image_mean"][i], np.mean(imgs, 0))
+    np.testing.assert_allclose(stats["object_mean"][i], np.concatenate(px).mean(0))
+    for h in stats["object_hist"][i]:
+        assert np.sum(h * np.diff(stats["bins"])) == pytest.approx(1.0)
+    assert stats["object_mean"][i][2] < stats["object_mean"][i][0]      # yellow: low B
+
+
+def test_lemma81_uses_whole_image_means_against_the_background(stats, tmp_path):
+    L = cs.lemma81(stats, ["yellow", "blue", "red"], background="empty")
+    u = (stats["image_mean"][COLOURS.index("yellow")] - stats["background_mean"]).ravel()
+    v = (stats["image_mean"][COLOURS.index("blue")] - stats["background_mean"]).ravel()
+    assert float(L["matrix"][0, 1]) == pytest.approx(u @ v / np.linalg.norm(u) / np.linalg.norm(v))
+    assert torch.allclose(L["matrix"], L["matrix"].T) and torch.allclose(L["matrix"].diagonal(), torch.ones(3, dtype=torch.float64))
+    mu_u = stats["image_mean"].mean(0)
+    La = cs.lemma81(stats, ["yellow", "blue"], background="any")
+    u, v = (stats["image_mean"][7] - mu_u).ravel(), (stats["image_mean"][2] - mu_u).ravel()
+    assert float(La["matrix"][0, 1]) == pytest.approx(u @ v / np.linalg.norm(u) / np.linalg.norm(v))
+    rows = cs.pair_verdicts(stats, "yellow", ["blue", "red"], "empty")
+    assert [r["composes"] for r in rows] == [r["cos"] <= cs.DEFAULT_THRESHOLD for r in rows]
+    assert not any(r["composes"] for r in cs.pair_verdicts(stats, "yellow", ["blue", "red"], "any"))
+    with pytest.raises(ValueError, match="background"):
+        cs.lemma81(stats, ["yellow", "blue"], background="clutter")
+    with pytest.raises(ValueError, match="magenta"):
+        cs.lemma81(stats, ["yellow", "magenta"])
+    # Cached: the same numbers come back from disk.
+    a = cs.colour_statistics(resolution=16, n=1, seed=5, cache_dir=str(tmp_path))
+    b = cs.colour_statistics(resolution=16, n=1, seed=5, cache_dir=str(tmp_path))
+    assert os.listdir(tmp_path) and np.array_equal(a["image_mean"], b["image_mean"]) and b["colors"] == COLOURS
+    f, cols = cs.toy_colours(stats)
+    np.testing.assert_allclose((cols["blue"] - f) * 127.5, stats["object_mean"][2] - stats["floor_under"][2])
+
+
+# --- color_spec and the evaluation over an object-empty net ----------------------------------
+
+@pytest.fixture(scope="module")
+def object_zoo(tmp_path_factory):
+    from projcomp.checkpoint import save
+    from projcomp.nn import Precond
+    from projcomp.nn.conditions import ConditionEncoder
+
+    root = str(tmp_path_factory.mktemp("objzoo"))
+    torch.manual_seed(0)
+    net = Precond(img_resolution=16, img_channels=3, label_dim=ConditionEncoder(OBJECT_SCHEMA).label_dim, condition=OBJECT_SCHEMA,
+                  logvar_channels=16, model_channels=16, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[8], channels_per_head=16)
+    with torch.no_grad():
+        for pname, p in net.named_parameters():
+            if pname.endswith("gain"):
+                p.fill_(1.0)
+    save(os.path.join(root, "clevr-object-16"), net, {"dataset": {"preset": "object-empty", "resolution": 16}})
+    return root
+
+
+def test_color_spec_uses_the_object_nets_empty_label(object_zoo, tiny_zoo_dir):
+    from projcomp.experiments import Zoo, color_spec
+
+    zoo = Zoo(object_zoo)
+    s = color_spec(zoo, ["yellow", "blue"], [0])
+    assert s.background.model == "clevr-object-16" and s.background.cond == "empty"
+    assert [t.cond for t in s.terms] == [{"color": "yellow"}, {"color": "blue"}]
+    assert color_spec(zoo, ["yellow"], [0], background="null").background.cond is None
+    old = Zoo(tiny_zoo_dir)
+    assert color_spec(old, ["yellow", "blue"], [0], background="empty").background.model == "clevr-empty-16"
+
+
+def test_evaluate_fig5_end_to_end(object_zoo, tmp_path):
+    from projcomp.evaluate import main
+
+    out = tmp_path / "fig5"
+    rc = main(["fig5", "--seeds", "0-1", "--steps", "2", "--toy-seeds", "4", "--stats-scenes", "1", "--grid-cols", "2",
+               "--checkpoints", object_zoo, "--outdir", str(out)])
+    assert rc == 0
+    for f in ("fig5.csv", "fig5.md", "fig5_grid.png", "fig5_histograms.png", "fig5_toy.csv", "fig5_toy_grid.png", "results.json", "config.json"):
+        assert (out / f).is_file(), f
+    res = json.loads((out / "results.json").read_text())
+    assert res["background"]["cond"] == "empty" and res["colour_model"] == "clevr-object-16"
+    assert [r["pair"] for r in res["nets"]] == [f"yellow+{c}" for c in COLOURS if c != "yellow"]
+    for r in res["nets"]:
+        assert r["ci95_lo"] <= r["two_objects_rate"] <= r["ci95_hi"] and r["images"] == 2
+    assert len(res["per_image"]) == 14 and set(res["toy"]) == {"renderer", "paper_floor"}
+    assert res["lemma81_background"] == "empty scene"
+    text = (out / "config.json").read_text() + (out / "results.json").read_text()
+    assert str(tmp_path) not in text and object_zoo not in text
