@@ -105,7 +105,8 @@ def save(folder: str, net: Precond, config: Optional[dict] = None, fp16: bool = 
 
 #----------------------------------------------------------------------------
 
-def _resolve(path_or_repo_id: str, revision: Optional[str]) -> str:
+def resolve_folder(path_or_repo_id: str, revision: Optional[str] = None) -> str:
+    """The local folder of a checkpoint: a folder, a file in one, or a Hub repo id (downloaded)."""
     p = os.fspath(path_or_repo_id)
     if os.path.isfile(p):
         return os.path.dirname(os.path.abspath(p))
@@ -175,7 +176,7 @@ def load(path_or_repo_id: str, revision: Optional[str] = None, dtype: Optional[t
     The result implements the projcomp protocol: `D(x, sigma, cond)`, `label_dim`,
     `encode_cond(value)`, `image_shape` and `config` (the parsed config.json).
     """
-    folder = _resolve(path_or_repo_id, revision)
+    folder = resolve_folder(path_or_repo_id, revision)
     cfg = read_config(folder)
     cfg_path = os.path.join(folder, CONFIG_NAME)
     weights_path = os.path.join(folder, WEIGHTS_NAME)

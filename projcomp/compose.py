@@ -5,7 +5,7 @@ For distributions p = (p_b, p_1, ..., p_k) the paper defines (Def 5.1, eqs. 5-6)
     C[p](x) ∝ p_b(x) ∏_i p_i(x) / p_b(x),     ∇log C[p] = ∇log p_b + Σ_i (∇log p_i − ∇log p_b).
 
 With the EDM parameterisation x = x0 + σ n, the score of a denoiser is (D(x, σ) − x) / σ², which is
-affine in D, so the same combination holds for denoiser outputs (DESIGN.md):
+affine in D, so the same combination holds for denoiser outputs (docs/design.md):
 
     D_comp = D_b + Σ_i w_i (D_i − D_b)                                 (w_i = 1: the paper's operator)
 
@@ -27,11 +27,15 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
+from .errors import ProjcompError
+
 __all__ = [
     "CompositionError",
     "Term",
     "ComposedDenoiser",
     "compose",
+    "combine",
+    "coefficients",
     "denoiser_from_eps",
     "denoiser_from_v",
     "denoiser_from_score",
@@ -40,7 +44,7 @@ __all__ = [
 ]
 
 
-class CompositionError(ValueError):
+class CompositionError(ProjcompError, ValueError):
     """A composition (or its spec) is malformed; the message names the offending field."""
 
 
@@ -197,24 +201,12 @@ class ComposedDenoiser:
     def coefficients(self) -> list:
         """(1 − Σw, w_1, ..., w_k): Def 5.1 folded once, so that D = Σ_j c_j D_j (slot 0 = D_b)."""
         if "_coefs" not in self.__dict__:
-            self._coefs = [float(1.0 - self.weights.sum())] + self.weights.tolist()
+            self._coefs = coefficients(self.weights)
         return self._coefs
 
     def combine(self, outs: Any) -> torch.Tensor:
-        """D_b + Σ w_i (D_i − D_b), folded as (1 − Σw) D_b + Σ w_i D_i: one contraction over the
-        stacked outputs [k+1, B, ...] (a list of k+1 tensors is stacked first).
-
-        Accumulates in the wider of fp32 and the inputs' dtype (fp64 for exact-score models).
-        """
-        stacked = outs if isinstance(outs, torch.Tensor) else torch.stack(list(outs))
-        acc_dtype = torch.promote_types(stacked.dtype, torch.float32)
-        # An element-wise sum in a fixed order, not a matmul: a BLAS contraction picks its blocking
-        # from the batch size, which would make sample s depend on the batch it is drawn in.
-        c = self.coefficients()
-        acc = stacked[0].to(acc_dtype) * c[0]
-        for j in range(1, stacked.shape[0]):
-            acc.add_(stacked[j].to(acc_dtype), alpha=c[j])
-        return acc.to(stacked.dtype)
+        """D_b + Σ w_i (D_i − D_b) over stacked outputs [k+1, B, ...] (see the module's `combine`)."""
+        return _weighted_sum(outs, self.coefficients())
 
     def contributions(self, x: torch.Tensor, sigma: Any) -> torch.Tensor:
         """w_i (D_i − D_b) for each term: Tensor[k, B, C, H, W] — where each concept acts (locality)."""
@@ -225,6 +217,37 @@ class ComposedDenoiser:
         if cond is not None:
             raise CompositionError("cond: a composed denoiser takes no condition (conditions live in its terms)")
         return self.combine(self.evaluate_stacked(x, sigma))
+
+
+def coefficients(weights: Any) -> list:
+    """(1 − Σw, w_1, ..., w_k): Def 5.1 folded, so that D = Σ_j c_j D_j with slot 0 = D_b."""
+    w = torch.as_tensor(weights, dtype=torch.float64).reshape(-1)
+    return [float(1.0 - w.sum())] + w.tolist()
+
+
+def combine(outs: Any, weights: Sequence[float]) -> torch.Tensor:
+    """Def 5.1 over the terms' outputs: D_b + Σ_i w_i (D_i − D_b).
+
+    `outs` is Tensor[k+1, B, ...] (or a list of k+1 tensors) with the background first. Because the
+    combination is affine, it is the same for x̂₀ (D), ε and scores: the SDXL pipeline combines its
+    ε predictions with this function too (sdxl.py). Folded as (1 − Σw) D_b + Σ w_i D_i and
+    accumulated in the wider of fp32 and the inputs' dtype (fp64 for exact-score models; fp16/bf16
+    UNet outputs are summed in fp32); returned in the inputs' dtype.
+    """
+    return _weighted_sum(outs, coefficients(weights))
+
+
+def _weighted_sum(outs: Any, c: Sequence[float]) -> torch.Tensor:
+    stacked = outs if isinstance(outs, torch.Tensor) else torch.stack(list(outs))
+    if stacked.shape[0] != len(c):
+        raise CompositionError(f"outputs: {stacked.shape[0]} stacked outputs for {len(c) - 1} terms + background")
+    acc_dtype = torch.promote_types(stacked.dtype, torch.float32)
+    # An element-wise sum in a fixed order, not a matmul: a BLAS contraction picks its blocking
+    # from the batch size, which would make sample s depend on the batch it is drawn in.
+    acc = stacked[0].to(acc_dtype) * c[0]
+    for j in range(1, stacked.shape[0]):
+        acc.add_(stacked[j].to(acc_dtype), alpha=c[j])
+    return acc.to(stacked.dtype)
 
 
 def compose(background: Any, terms: Sequence[Any], weights: Optional[Sequence[float]] = None, max_batch: int = 256) -> ComposedDenoiser:
@@ -264,7 +287,7 @@ def _sigma_vector(sigma: Any, x: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# Other parameterisations. The composition is the same linear form in each (DESIGN.md), so a
+# Other parameterisations. The composition is the same linear form in each (docs/design.md), so a
 # model of any kind is turned into a denoiser once and composed there.
 
 

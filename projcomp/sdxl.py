@@ -6,10 +6,11 @@ The composition operator of Def 5.1 in ε-space,
 
 is the same linear form as classifier-free guidance (CFG is the k = 1 case with w = guidance
 scale and background = the negative prompt), so `compose` below reuses the pipeline's own pieces
-(`encode_prompt`, `_get_add_time_ids`, `prepare_latents`, `retrieve_timesteps`,
+(`encode_prompt`, `prepare_latents`, `retrieve_timesteps`,
 `scheduler.scale_model_input` / `step`, VAE decoding with fp16 upcast) and replaces only the line
-that combines the noise predictions. Because the score is affine in ε, combining ε, x̂₀ or scores
-gives identical results (DESIGN.md).
+that combines the noise predictions -- with `projcomp.compose.combine`, the same Def 5.1 the CLEVR
+models use. Because the score is affine in ε, combining ε, x̂₀ or scores gives identical results
+(docs/design.md).
 
 - **Background** (the paper's "most critical choice"): `None` = SDXL's "force zeros"
   unconditional (zero prompt and pooled embeddings), `""` = the encoded empty prompt (Fig 7 uses
@@ -42,10 +43,10 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from .compose import CompositionError
+from .compose import CompositionError, combine  # noqa: F401  (combine: Def 5.1, shared with CLEVR)
 
 __all__ = [
-    "ALLOWED_MODELS", "SCHEDULERS", "SDXLSpecError", "ComposeSpec", "ComposeResult", "load_pipeline",
+    "ALLOWED_MODELS", "SCHEDULERS", "SDXLSpecError", "SDXLSpec", "SDXLResult", "ComposeSpec", "ComposeResult", "load_pipeline",
     "make_scheduler", "compose", "encode_terms", "term_predictions", "prompt_heuristic", "image_heuristic",
     "main",
 ]
@@ -75,7 +76,7 @@ SCHEDULERS = {
 SPEC_VERSION = 1
 
 
-class SDXLSpecError(CompositionError):
+class SDXLSpecError(CompositionError):  # -> ProjcompError, ValueError
     """A malformed SDXL composition request; `field` names the offending option."""
 
     def __init__(self, field: str, message: str):
@@ -92,7 +93,7 @@ class ModelNotAllowedError(SDXLSpecError):
 # ---------------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
-class ComposeSpec:
+class SDXLSpec:
     prompts: list                                   # [str] p_1..p_k, one prompt per concept.
     weights: Optional[list] = None                  # [float] w_i of Def 5.1 (None -> all 1.0); negative allowed.
     background: Optional[str] = ""                 # p_b: a prompt ("" = empty prompt) or None = force-zeros embedding.
@@ -107,7 +108,7 @@ class ComposeSpec:
     max_batch: Optional[int] = None                 # Max UNet rows per call (memory cap); None = all in one call.
     eta: float = 0.0                                # DDIM eta (ignored by schedulers without it).
 
-    def validate(self) -> "ComposeSpec":
+    def validate(self) -> "SDXLSpec":
         """Check every field; raises SDXLSpecError naming the first bad one. Returns self."""
         if isinstance(self.prompts, str) or not isinstance(self.prompts, (list, tuple)) or len(self.prompts) == 0:
             raise SDXLSpecError("prompts", f"a composition needs at least one prompt, got {self.prompts!r}")
@@ -165,7 +166,7 @@ class ComposeSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ComposeSpec":
+    def from_dict(cls, d: dict) -> "SDXLSpec":
         if not isinstance(d, dict):
             raise SDXLSpecError("spec", f"expected a JSON object, got {type(d).__name__}")
         d = {k: v for k, v in d.items() if k not in ("version", "outputs", "heuristic", "command", "device", "dtype")}
@@ -179,12 +180,17 @@ class ComposeSpec:
 
 
 @dataclasses.dataclass
-class ComposeResult:
+class SDXLResult:
     images: list                # [PIL.Image] one per seed (None when output_type="latent").
     latents: torch.Tensor       # Final latents [B, 4, h, w] (before VAE decoding).
-    spec: ComposeSpec           # The validated spec (resolved height/width/weights).
+    spec: SDXLSpec           # The validated spec (resolved height/width/weights).
     num_unet_calls: int         # UNet forward calls made (after grouping/chunking).
     num_unet_rows: int          # Total rows evaluated = (k+1) x batch x len(scheduler.timesteps).
+
+
+# Old names (before the SDXL spec was told apart from projcomp.spec.CompositionSpec).
+ComposeSpec = SDXLSpec
+ComposeResult = SDXLResult
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,7 +252,7 @@ def _adapter_name(source: str) -> str:
     return f"projcomp_{safe}_{hashlib.sha1(source.encode()).hexdigest()[:8]}"
 
 
-def _prepare_adapters(pipe, spec: ComposeSpec) -> list:
+def _prepare_adapters(pipe, spec: SDXLSpec) -> list:
     """Load each term's LoRA once (adapter_name per source); return [(name, scale) | None] per term."""
     if spec.loras is None or all(lo is None for lo in spec.loras):
         return [None] * len(spec.prompts)
@@ -296,7 +302,7 @@ class _Terms:
     adapters: list                # [k+1] (name, scale) | None; row 0 (background) is always None.
 
 
-def encode_terms(pipe, spec: ComposeSpec, adapters: Optional[list] = None) -> _Terms:
+def encode_terms(pipe, spec: SDXLSpec, adapters: Optional[list] = None) -> _Terms:
     """Text embeddings of background + prompts with the pipeline's own `encode_prompt`.
 
     Each prompt is encoded under its own adapter (a LoRA may also tune the text encoders); the
@@ -304,7 +310,7 @@ def encode_terms(pipe, spec: ComposeSpec, adapters: Optional[list] = None) -> _T
     encoded background prompt.
     """
     adapters = adapters if adapters is not None else [None] * len(spec.prompts)
-    device = pipe._execution_device
+    device = pipe.device
     embeds, pooled = [], []
     for text, adapter in zip(spec.prompts, adapters):
         _activate(pipe, adapter)
@@ -357,14 +363,18 @@ def term_predictions(pipe, terms: _Terms, x: torch.Tensor, t, time_ids: torch.Te
     return out
 
 
-def combine(eps: torch.Tensor, weights: Sequence[float]) -> torch.Tensor:
-    """Def 5.1 in ε-space: ε_b + Σ_i w_i (ε_i − ε_b). eps: [k+1, ...] with the background first."""
-    if eps.dtype in (torch.float16, torch.bfloat16):  # accumulate k terms in fp32, hand back the UNet dtype
-        return combine(eps.float(), weights).to(eps.dtype)
-    out = eps[0].clone()
-    for w, e in zip(weights, eps[1:]):
-        out += w * (e - eps[0])
-    return out
+def add_time_ids(pipe, height: int, width: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """SDXL's micro-conditioning (Podell et al. 2023, §2.2): original size, crop top-left, target
+    size = (h, w, 0, 0, h, w), as StableDiffusionXLPipeline builds it for an uncropped image; checked
+    against the width the UNet's `add_embedding` expects."""
+    ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=dtype, device=device)
+    cfg = pipe.unet.config
+    got = cfg.addition_time_embed_dim * ids.shape[1] + pipe.text_encoder_2.config.projection_dim
+    want = pipe.unet.add_embedding.linear_1.in_features
+    if got != want:
+        raise SDXLSpecError("model", f"UNet expects {want} added-condition features, SDXL time ids give {got} "
+                            f"(not an SDXL base-style UNet)")
+    return ids
 
 
 def _generators(seeds: Sequence[int]) -> list:
@@ -372,8 +382,8 @@ def _generators(seeds: Sequence[int]) -> list:
     return [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
 
 
-def compose(pipe, spec: ComposeSpec, callback: Optional[Callable[[int, int, torch.Tensor], None]] = None,
-            output_type: str = "pil") -> ComposeResult:
+def compose(pipe, spec: SDXLSpec, callback: Optional[Callable[[int, int, torch.Tensor], None]] = None,
+            output_type: str = "pil") -> SDXLResult:
     """Sample the composition 𝒞[p_b, p_1..p_k] (Def 5.1) with `pipe`'s components; one image per seed.
 
     `callback(step, total, latents)` runs after every scheduler step (`total` = len(scheduler.timesteps),
@@ -391,7 +401,7 @@ def compose(pipe, spec: ComposeSpec, callback: Optional[Callable[[int, int, torc
     for name in ("height", "width"):
         if getattr(spec, name) % factor:
             raise SDXLSpecError(name, f"{getattr(spec, name)} is not a multiple of {factor} for this model")
-    device = pipe._execution_device
+    device = pipe.device
 
     original_scheduler = pipe.scheduler
     if spec.scheduler != "default":
@@ -401,9 +411,7 @@ def compose(pipe, spec: ComposeSpec, callback: Optional[Callable[[int, int, torc
         terms = encode_terms(pipe, spec, adapters)
         dtype = terms.prompt_embeds.dtype
         h, w = spec.height, spec.width
-        time_ids = pipe._get_add_time_ids((h, w), (0, 0), (h, w), dtype=dtype,
-                                          text_encoder_projection_dim=pipe.text_encoder_2.config.projection_dim
-                                          ).to(device)
+        time_ids = add_time_ids(pipe, h, w, dtype, device)
         timesteps, _ = retrieve_timesteps(pipe.scheduler, spec.steps, device)
         generators = _generators(spec.seeds)
         latents = pipe.prepare_latents(len(spec.seeds), pipe.unet.config.in_channels, h, w, dtype, device,
@@ -424,7 +432,7 @@ def compose(pipe, spec: ComposeSpec, callback: Optional[Callable[[int, int, torc
             images = None if output_type == "latent" else decode(pipe, latents, output_type)
     finally:
         pipe.scheduler = original_scheduler
-    return ComposeResult(images=images, latents=latents, spec=spec, num_unet_calls=counter[0],
+    return SDXLResult(images=images, latents=latents, spec=spec, num_unet_calls=counter[0],
                          num_unet_rows=counter[1])
 
 
@@ -478,7 +486,7 @@ def text_embedding(pipe, text: str, space: str = "pooled") -> torch.Tensor:
     if space not in TEXT_SPACES:
         raise SDXLSpecError("space", f"{space!r} is not one of {list(TEXT_SPACES)}")
     with torch.no_grad():
-        pe, _, pp, _ = pipe.encode_prompt(text, device=pipe._execution_device, num_images_per_prompt=1,
+        pe, _, pp, _ = pipe.encode_prompt(text, device=pipe.device, num_images_per_prompt=1,
                                           do_classifier_free_guidance=False)
     v = pp[0] if space == "pooled" else pe[0].mean(0)
     return v.double().cpu()
@@ -520,7 +528,7 @@ def load_image_encoder(pipe, image_encoder: Optional[str] = None):
         raise SDXLSpecError("image_encoder", f"{image_encoder!r} is not a local folder")
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
-    enc = CLIPVisionModelWithProjection.from_pretrained(image_encoder).to(pipe._execution_device)
+    enc = CLIPVisionModelWithProjection.from_pretrained(image_encoder).to(pipe.device)
     try:
         proc = CLIPImageProcessor.from_pretrained(image_encoder)
     except OSError:
@@ -536,7 +544,7 @@ def image_embeddings(encoder, processor, images: Sequence) -> torch.Tensor:
         return encoder(pixel_values=pixels).image_embeds.double().cpu()
 
 
-def image_heuristic(pipe, spec: ComposeSpec, image_encoder: Optional[str] = None,
+def image_heuristic(pipe, spec: SDXLSpec, image_encoder: Optional[str] = None,
                     threshold: Optional[float] = None, images: Optional[dict] = None) -> dict:
     """Fig 8 (left): μ_i = mean CLIP image embedding of samples of concept i alone.
 
@@ -613,14 +621,14 @@ def run(args: argparse.Namespace, argv: Optional[Sequence[str]] = None) -> dict:
     if args.spec is not None:
         try:
             with open(args.spec, encoding="utf-8") as f:
-                spec = ComposeSpec.from_dict(json.load(f))
+                spec = SDXLSpec.from_dict(json.load(f))
         except (OSError, json.JSONDecodeError) as e:
             raise SDXLSpecError("spec", f"cannot read {args.spec!r}: {e}") from e
     else:
         loras = None
         if args.lora is not None:
             loras = [None if lo.lower() == "none" else lo for lo in args.lora]
-        spec = ComposeSpec(prompts=args.prompt, weights=args.weights,
+        spec = SDXLSpec(prompts=args.prompt, weights=args.weights,
                            background=None if args.zeros_background else args.background,
                            steps=args.steps, seeds=args.seeds, model=args.model, scheduler=args.scheduler,
                            height=args.height, width=args.width, loras=loras, lora_scales=args.lora_scales,
@@ -649,7 +657,7 @@ def run(args: argparse.Namespace, argv: Optional[Sequence[str]] = None) -> dict:
             files.append(name)
     os.makedirs(args.outdir, exist_ok=True)
     record = {"version": SPEC_VERSION, **spec.to_dict(), "outputs": files,
-              "device": str(pipe._execution_device), "dtype": str(pipe.unet.dtype).replace("torch.", ""),
+              "device": str(pipe.device), "dtype": str(pipe.unet.dtype).replace("torch.", ""),
               "command": "python -m projcomp.sdxl " + " ".join(argv if argv is not None else sys.argv[1:])}
     if args.heuristic is not None:
         from . import heuristic as H
