@@ -35,7 +35,7 @@ from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
 
 from .render import srgb_to_linear
-from .scene import CLEVR_COLORS, CLEVR_RGB, Camera
+from .world import CLEVR_COLORS, CLEVR_RGB, Camera
 
 _HUES = [c for c in CLEVR_COLORS if c != 'gray']
 

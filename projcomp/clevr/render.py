@@ -10,7 +10,7 @@ Shading model (linear RGB, then the sRGB transfer curve like Blender's default v
 - rubber: matte with a faint broad highlight; metal: dark diffuse, tinted mirror reflection of the
   ground/sky environment and a sharp tinted highlight of the key lamp.
 
-Geometry and crop. The camera is CLEVR's 320x240 frame (`scene.Camera`). The datasets keep the
+Geometry and crop. The camera is CLEVR's 320x240 frame (`world.Camera`). The datasets keep the
 centred 240x240 square (columns 40..280) and resample it to R x R. Instead of rendering 320x240
 and downsampling, `render(scene, R)` casts rays directly through an (R*ss) x (R*ss) grid of
 sub-pixel centres covering exactly that square and box-filters each ss x ss block: the result
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .scene import (BACK_LIGHT, CLEVR_RGB, FILL_LIGHT, KEY_LIGHT, SIZES, object_radius,
+from .world import (BACK_LIGHT, CLEVR_RGB, FILL_LIGHT, KEY_LIGHT, SIZES, object_radius,
                     scene_camera)
 
 GROUND_ALBEDO = 0.80          # linear grey of the floor (lighter than CLEVR's gray objects, 0.34)
