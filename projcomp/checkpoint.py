@@ -1,5 +1,5 @@
 """Checkpoints: a folder with `config.json` + `model.safetensors` (never pickles), loaded back as
-a denoiser that implements the projcomp protocol D(x, sigma, cond) (notes/CONTRACTS.md).
+a denoiser that implements the projcomp protocol D(x, sigma, cond) (docs/design.md).
 
 `load` accepts a local folder (or a file inside it) or a Hugging Face Hub repo id, resolved
 with `huggingface_hub.snapshot_download`; `push_to_hub` uploads a folder with `upload_folder`.
@@ -10,14 +10,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 
+from .errors import ProjcompError
+from .files import atomic_write_bytes, atomic_write_json, file_sha256  # noqa: F401  (re-exported)
 from .nn import Precond
 
-__all__ = ["CheckpointError", "save", "load", "push_to_hub", "atomic_write_bytes", "atomic_save_safetensors",
+__all__ = ["CheckpointError", "save", "load", "push_to_hub", "save_folder", "read_config", "read_safetensors",
+           "resolve_folder", "atomic_write_bytes", "atomic_write_json", "atomic_save_safetensors", "file_sha256",
            "CONFIG_NAME", "WEIGHTS_NAME", "FORMAT"]
 
 CONFIG_NAME = "config.json"
@@ -26,49 +28,27 @@ FORMAT = "projcomp-edm2"
 VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ProjcompError, ValueError):
     """A checkpoint (or training state) that cannot be used; the message names the file."""
 
 #----------------------------------------------------------------------------
-# Atomic writes: write beside the target, fsync, os.replace. A reader never sees half a file.
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; checkpoints are meant to be shared
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def file_sha256(path: str, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes (how configs identify a dataset without a machine path)."""
-    import hashlib
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                return h.hexdigest()
-            h.update(b)
-
-
-def atomic_write_json(path: str, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
-
+# The folder layout: weights first, then the config, each written atomically (projcomp.files),
+# so a config.json always describes complete weights.
 
 def atomic_save_safetensors(path: str, tensors: dict, metadata: Optional[dict] = None) -> None:
     from safetensors.torch import save as st_save
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_write_bytes(path, st_save(tensors, metadata=metadata))
+
+
+def save_folder(folder: str, tensors: dict, config: dict) -> str:
+    """Write `folder/model.safetensors` then `folder/config.json`: the layout of every projcomp
+    checkpoint (the EDM2 denoisers here, the CLEVR centre-net detector in clevr/centernet.py)."""
+    os.makedirs(folder, exist_ok=True)
+    meta = {"format": str(config["format"])} if "format" in config else None
+    atomic_save_safetensors(os.path.join(folder, WEIGHTS_NAME), tensors, metadata=meta)
+    atomic_write_json(os.path.join(folder, CONFIG_NAME), config)
+    return folder
 
 #----------------------------------------------------------------------------
 
@@ -81,7 +61,6 @@ def save(folder: str, net: Precond, config: Optional[dict] = None, fp16: bool = 
     """
     if not isinstance(net, Precond):
         raise TypeError(f"save() expects a projcomp.nn.Precond, got {type(net).__name__}")
-    os.makedirs(folder, exist_ok=True)
     dtype = torch.float16 if fp16 else torch.float32
     tensors = {k: v.detach().to(dtype) if v.is_floating_point() else v.detach()
                for k, v in net.state_dict().items()}
@@ -98,10 +77,7 @@ def save(folder: str, net: Precond, config: Optional[dict] = None, fp16: bool = 
     for k, v in (config or {}).items():
         if k not in cfg:
             cfg[k] = v
-    # Weights first, then the config: a config.json always describes complete weights.
-    atomic_save_safetensors(os.path.join(folder, WEIGHTS_NAME), tensors, metadata={"format": FORMAT})
-    atomic_write_json(os.path.join(folder, CONFIG_NAME), cfg)
-    return folder
+    return save_folder(folder, tensors, cfg)
 
 #----------------------------------------------------------------------------
 
@@ -124,7 +100,8 @@ def resolve_folder(path_or_repo_id: str, revision: Optional[str] = None) -> str:
                               f"(revision={revision!r}): {type(e).__name__}: {e}") from None
 
 
-def read_config(folder: str) -> dict:
+def read_config(folder: str, format: Optional[str] = FORMAT) -> dict:
+    """The folder's config.json; checked to be a projcomp denoiser config unless format=None."""
     path = os.path.join(folder, CONFIG_NAME)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: missing (a checkpoint folder needs {CONFIG_NAME} and {WEIGHTS_NAME})")
@@ -133,7 +110,9 @@ def read_config(folder: str) -> dict:
             cfg = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT or "network" not in cfg:
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path}: not a JSON object")
+    if format is not None and (cfg.get("format") != format or "network" not in cfg):
         raise CheckpointError(f"{path}: not a projcomp checkpoint config (expected \"format\": \"{FORMAT}\")")
     return cfg
 
