@@ -21,6 +21,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
+from .errors import ProjcompError
+
 __all__ = [
     "SamplerConfig",
     "SamplingError",
@@ -47,7 +49,7 @@ def bf16_is_fast(device: Any = "cpu") -> bool:
     return any(bool(getattr(cpu, name, lambda: False)()) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 
-class SamplingError(ValueError):
+class SamplingError(ProjcompError, ValueError):
     """Bad sampler settings; the message names the field."""
 
 

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from PIL import Image
 
+from ..errors import ProjcompError
+
 from .render import render
 from .scene import CLEVR_COLORS, sample_scene
 
@@ -28,7 +30,7 @@ VERSION = 1
 _ZIP_DATE = (2025, 1, 1, 0, 0, 0)
 
 
-class DatasetError(ValueError):
+class DatasetError(ProjcompError, ValueError):
     """Bad preset, bad dataset file or bad import directory (message names the culprit)."""
 
 

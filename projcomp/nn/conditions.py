@@ -51,6 +51,8 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from ..errors import ProjcompError
+
 __all__ = ["ConditionError", "ConditionEncoder", "make_condition_encoder", "LOCATION_FREQUENCIES",
            "MAP_SIGMA"]
 
@@ -58,7 +60,7 @@ LOCATION_FREQUENCIES = 4  # K above: label_dim = 4K + 1 = 17 for a location.
 MAP_SIGMA = 1.5 / 32      # Default bump width of the location map: 1.5 px at 32 x 32.
 
 
-class ConditionError(ValueError):
+class ConditionError(ProjcompError, ValueError):
     """A condition value or schema that cannot be encoded; the message names it."""
 
 

@@ -4,10 +4,10 @@ Every distribution here knows its noised law p_σ = p * N(0, σ² I) in closed f
 
     log_prob(x, σ)   log p_σ(x)                       (σ = 0: the clean density, where one exists)
     denoise(x, σ)    D(x, σ) = E[x0 | x_σ = x]        (Tweedie: ∇log p_σ = (D − x) / σ²)
-    __call__(x, σ, cond=None)                         the denoiser protocol of CONTRACTS.md
+    __call__(x, σ, cond=None)                         the denoiser protocol (docs/design.md)
 
 and can be composed with `projcomp.compose` and sampled with `projcomp.sampling` exactly like a
-network — the samplers and checks used on networks are the ones proved right here (DESIGN.md).
+network — the samplers and checks used on networks are the ones proved right here (docs/design.md).
 
 Families (all float64 inside):
   GaussianMixture   Σ_k w_k N(μ_k, Σ_k), Σ_k isotropic, diagonal or full, possibly singular: a point
@@ -29,6 +29,8 @@ from typing import Optional, Sequence
 
 import torch
 
+from ..errors import ProjcompError
+
 __all__ = [
     "TheoryError",
     "ExactDistribution",
@@ -45,12 +47,12 @@ __all__ = [
 _DT = torch.float64
 
 
-class TheoryError(ValueError):
+class TheoryError(ProjcompError, ValueError):
     """A theory-lab object or call is malformed; the message names the offending value."""
 
 
 def _as_rows(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """[B, ...] -> [B, dim] float64 (images are flattened, CONTRACTS.md protocol)."""
+    """[B, ...] -> [B, dim] float64 (images are flattened; the protocol of docs/design.md)."""
     x = torch.as_tensor(x)
     if x.ndim == 1:
         raise TheoryError(f"x: expected a batch [B, {dim}] (or [B, C, H, W]), got shape {tuple(x.shape)}")
@@ -119,7 +121,7 @@ class ExactDistribution:
         return (self.denoise(flat, s.reshape(-1)) - flat) / s**2
 
     def __call__(self, x: torch.Tensor, sigma, cond=None) -> torch.Tensor:
-        """Denoiser protocol (CONTRACTS.md): x [B, d] or [B, C, H, W], sigma [B]; cond is ignored
+        """Denoiser protocol (docs/design.md): x [B, d] or [B, C, H, W], sigma [B]; cond is ignored
         (an exact distribution is one term; conditions are separate distribution objects)."""
         return self.denoise(x, sigma).to(x.dtype).reshape(x.shape)
 
