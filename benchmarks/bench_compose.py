@@ -7,7 +7,8 @@ For k = 1, 2, 4, 8 terms and B images, prints
       goal ≥ 2 at k = 4: batching the k+1 evaluations into one call is faster than a loop;
   speedup_loop = time(a per-term loop over B-image batches) / time(compose), a stricter baseline.
 The anchors' loop is what Composable Diffusion's CLEVR/SD scripts and diffusers' community
-ComposableStableDiffusionPipeline do (../shared/reference/anchors.md §2.1, §2.3): one network call
+ComposableStableDiffusionPipeline do (github.com/energy-based-model/Compositional-Visual-Generation-with-Composable-Diffusion-Models-PyTorch,
+diffusers examples/community/composable_stable_diffusion.py): one network call
 per term per step at batch 1 ("computing score one by one"; their samplers take one image at a
 time), so B images cost B·(k+1) calls per step. The per-term loop batches the B images of each
 term (k+1 calls per step). At B = 1 the two are the same loop.

@@ -23,7 +23,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def write_dataset(path, n=48, resolution=16, seed=0):
-    """A dataset zip in the CONTRACTS format: one red square per image, labelled by its centre."""
+    """A dataset zip in the format of docs/design.md: one red square per image, labelled by its centre."""
     rng = np.random.default_rng(seed)
     labels = []
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:

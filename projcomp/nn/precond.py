@@ -28,7 +28,7 @@ class Precond(torch.nn.Module):
         img_channels: int,                  # Image channels.
         label_dim: int = 0,                 # Label vector length; 0 = unconditional. With a
                                             # `condition` schema it must equal the encoder's.
-        condition: Optional[dict] = None,   # Condition schema (CONTRACTS); None = none/raw labels.
+        condition: Optional[dict] = None,   # Condition schema (docs/design.md); None = none/raw labels.
         sigma_data: float = 0.5,            # Expected std of the training data.
         logvar_channels: int = 128,         # Fourier features of the uncertainty head u(sigma).
         **unet_kwargs,                      # UNet arguments.
