@@ -295,7 +295,7 @@ def fig5(zoo: Zoo, seeds: Sequence[int], outdir: str, base: str = "yellow", samp
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    from .clevr.colorstats import colour_statistics, histogram_figure, pair_verdicts, summary
+    from .clevr.colorstats import albedo_matching, colour_statistics, histogram_figure, pair_verdicts, summary
     from .clevr.scene import CLEVR_COLORS
     from .theory.colours import strips_to_image
 
@@ -310,6 +310,11 @@ def fig5(zoo: Zoo, seeds: Sequence[int], outdir: str, base: str = "yellow", samp
     log(f"fig5: {spec0.terms[0].model} over {spec0.background.name} ({spec0.background.model}), {res}px")
     stats = colour_statistics(res, n=stats_n)
     verdicts = {v["pair"]: v for v in pair_verdicts(stats, base, others, "empty" if bg_is_empty else "any")}
+    # Controlled change of the background only: the same scenes re-rendered with the floor at the
+    # base colour's R/G level (the paper's premise); Lemma 8.1 over that empty scene.
+    albedo = albedo_matching(stats, base)
+    stats_ctrl = colour_statistics(res, n=stats_n, ground_albedo=albedo)
+    ctrl = {v["pair"]: v for v in pair_verdicts(stats_ctrl, base, others, "empty")}
     toy = fig5_toy(stats, base, num_seeds=toy_seeds, log=log) if toy_seeds > 0 else {}
 
     rows, per_image, grids = [], [], []
@@ -323,7 +328,7 @@ def fig5(zoo: Zoo, seeds: Sequence[int], outdir: str, base: str = "yellow", samp
                "both_colours_rate": sum(j["both_colours"] for j in judged) / n,
                "one_object_rate": sum(j["one_object"] for j in judged) / n,
                "mean_detected": float(np.mean([len(j["colours"]) for j in judged])),
-               "lemma81_cos": v["cos"], "predicts": v["predicts"]}
+               "lemma81_cos": v["cos"], "predicts": v["predicts"], "lemma81_cos_paper_floor": ctrl[pair]["cos"]}
         for name, r in toy.items():
             t = next(p for p in r["pairs"] if p["pair"] == pair)
             row[f"toy_{name}_two_objects"] = t["two_objects"]["rate"]
@@ -339,6 +344,9 @@ def fig5(zoo: Zoo, seeds: Sequence[int], outdir: str, base: str = "yellow", samp
     fig = histogram_figure(stats, highlight=(base,), title=f"object pixels per colour vs the empty scene ({res}px renders, "
                            f"{stats_n} scenes each)")
     fig.savefig(os.path.join(outdir, "fig5_histograms.png"))
+    plt.close(fig)
+    fig = histogram_figure(stats_ctrl, highlight=(base,), title=f"control: floor albedo {albedo:.3f} (floor at {base}'s R/G level)")
+    fig.savefig(os.path.join(outdir, "fig5_histograms_paper_floor.png"))
     plt.close(fig)
     toy_rows = []
     for name, r in toy.items():
@@ -361,6 +369,7 @@ def fig5(zoo: Zoo, seeds: Sequence[int], outdir: str, base: str = "yellow", samp
         "nets": rows, "per_image": per_image, "lemma81": list(verdicts.values()),
         "lemma81_background": "empty scene" if bg_is_empty else "one object of any colour",
         "histograms": summary(stats),
+        "paper_floor_renders": {"ground_albedo": albedo, "lemma81": list(ctrl.values()), "histograms": summary(stats_ctrl)},
         "toy": {name: {"config": r["config"], "pairs": r["pairs"]} for name, r in toy.items()},
     }
     with open(os.path.join(outdir, "results.json"), "w") as f:

@@ -183,3 +183,21 @@ def test_evaluate_fig5_end_to_end(object_zoo, tmp_path):
     assert res["lemma81_background"] == "empty scene"
     text = (out / "config.json").read_text() + (out / "results.json").read_text()
     assert str(tmp_path) not in text and object_zoo not in text
+
+
+def test_preview_and_floor_control(stats):
+    p = cs.preview(["yellow", "blue", "red"], resolution=16, n=2)
+    assert [r["pair"] for r in p["pairs"]] == ["yellow+blue", "yellow+red", "blue+red"]
+    assert p["matrix"].shape == (3, 3) and "| yellow+blue |" in p["markdown"]
+    assert ("one object of each colour" in p["markdown"]) == all(r["composes"] for r in p["pairs"])
+    assert "Pick two" in cs.preview(["yellow"], resolution=16, n=2)["markdown"]
+    import importlib
+    render_mod = importlib.import_module("projcomp.clevr.render")
+    before = render_mod.GROUND_ALBEDO
+    a = cs.albedo_matching(stats, "yellow")
+    dark = cs.colour_statistics(resolution=16, n=2, seed=3, ground_albedo=a)
+    assert render_mod.GROUND_ALBEDO == before                     # restored
+    yellow_rg = dark["object_mean"][COLOURS.index("yellow")][:2].mean()
+    # The floor now sits near yellow's R/G level (lighting of the object changes a little with it).
+    assert abs(dark["floor_under"].mean() - yellow_rg) < 0.25 * abs(stats["floor_under"].mean() - yellow_rg) + 15
+    assert dark["background_mean"].mean() < stats["background_mean"].mean()

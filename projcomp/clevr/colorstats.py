@@ -40,7 +40,7 @@ import numpy as np
 
 from .scene import CLEVR_COLORS
 
-__all__ = ["BACKGROUNDS", "DEFAULT_THRESHOLD", "colour_statistics", "lemma81", "pair_verdicts", "histogram_figure",
+__all__ = ["BACKGROUNDS", "DEFAULT_THRESHOLD", "colour_statistics", "lemma81", "pair_verdicts", "histogram_figure", "preview",
            "summary", "toy_colours"]
 
 # Signed-cosine threshold above which a pair is predicted to blend (one object of a mixed colour).
@@ -57,7 +57,7 @@ BACKGROUNDS = {
 
 _BINS = np.linspace(0, 256, 33)
 _VERSION = 2
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()
 
 
 def _render_set(colour: Optional[str], n: int, resolution: int, seed: int):
@@ -84,12 +84,31 @@ def _hist(px: np.ndarray) -> np.ndarray:
     return np.stack([np.histogram(px[:, ch], bins=_BINS, density=True)[0] for ch in range(3)])
 
 
-def colour_statistics(resolution: int = 32, n: int = 24, seed: int = 0, cache_dir: Optional[str] = None) -> dict:
+def colour_statistics(resolution: int = 32, n: int = 24, seed: int = 0, cache_dir: Optional[str] = None,
+                      ground_albedo: Optional[float] = None) -> dict:
     """Render and measure (see the module docstring). Arrays are numpy float64, sRGB 0-255.
 
-    With `cache_dir`, the result is stored there as .npz and reused (renders are deterministic)."""
+    With `cache_dir`, the result is stored there as .npz and reused (renders are deterministic).
+    `ground_albedo` re-renders everything with another floor grey (the renderer's GROUND_ALBEDO,
+    set for the duration of the call): issue 13's controlled experiment on the background."""
     if n < 1 or resolution < 8:
         raise ValueError(f"colour_statistics: n={n} must be >= 1 and resolution={resolution} >= 8")
+    if ground_albedo is not None and not 0.0 < float(ground_albedo) <= 1.0:
+        raise ValueError(f"ground_albedo: {ground_albedo} must be in (0, 1]")
+    if ground_albedo is not None:
+        import importlib
+
+        _render = importlib.import_module(__package__ + ".render")   # the module (the package exports a function `render`)
+
+        with _LOCK:
+            old = _render.GROUND_ALBEDO
+            _render.GROUND_ALBEDO = float(ground_albedo)
+            try:
+                out = colour_statistics(resolution, n, seed, None)
+            finally:
+                _render.GROUND_ALBEDO = old
+        out["ground_albedo"] = float(ground_albedo)
+        return out
     path = None
     if cache_dir:
         path = os.path.join(cache_dir, f"colorstats_r{resolution}_n{n}_s{seed}_v{_VERSION}.npz")
@@ -202,6 +221,16 @@ def pair_verdicts(stats: dict, base: str, others: Sequence[str], background: str
     return rows
 
 
+def albedo_matching(stats: dict, colour: str = "yellow") -> float:
+    """The floor albedo at which the floor under the objects has `colour`'s mean R/G level (linear
+    light scales with the albedo): the paper's premise that yellow differs from the floor only in B."""
+    from .render import GROUND_ALBEDO, srgb_to_linear
+
+    target = float(srgb_to_linear(np.array(stats["object_mean"][stats["colors"].index(colour)][:2].mean() / 255.0)))
+    floor = float(srgb_to_linear(np.array(stats["floor_under"].mean() / 255.0)))
+    return float(stats.get("ground_albedo", GROUND_ALBEDO)) * target / floor
+
+
 def summary(stats: dict) -> dict:
     """JSON-ready numbers (histograms, mean colours, floor) without the per-pixel means."""
     return {
@@ -257,3 +286,36 @@ def stats_key(stats: dict) -> str:
     """Short content hash of the measured means (for configs: which statistics a verdict used)."""
     h = hashlib.sha256(json.dumps(summary(stats), sort_keys=True).encode()).hexdigest()
     return h[:12]
+
+
+def preview(colours: Sequence[str], resolution: int = 32, background: str = "empty", n: Optional[int] = None,
+            cache_dir: Optional[str] = None, threshold: float = DEFAULT_THRESHOLD) -> dict:
+    """Everything the Colours tab shows before sampling (gradio-free): the histogram figure, the
+    Lemma 8.1 cosine matrix of the chosen colours over `background`, one verdict row per pair and
+    a Markdown summary. `n` defaults to $PROJCOMP_COLOR_SAMPLES or 24 scenes per colour."""
+    n = int(n or os.environ.get("PROJCOMP_COLOR_SAMPLES") or 24)
+    stats = colour_statistics(resolution, n=n, cache_dir=cache_dir)
+    colours = [c for c in colours if c in stats["colors"]]
+    out = {"stats": stats, "figure": histogram_figure(stats, highlight=colours), "names": colours, "matrix": None, "pairs": []}
+    if len(colours) < 2:
+        out["markdown"] = "Pick two or more colours to see the prediction."
+        return out
+    L = lemma81(stats, colours, background)
+    out["names"], out["matrix"] = L["names"], L["matrix"]
+    for i, a in enumerate(colours):
+        out["pairs"] += pair_verdicts(stats, a, colours[i + 1:], background, threshold)
+    ok = all(p["composes"] for p in out["pairs"])
+    bg = "the empty scene" if background == "empty" else "one object of any colour (null label)"
+    darker = ""
+    if bool((stats["object_mean"] < stats["floor_under"]).all()):
+        darker = (" In these renders the floor is lighter than every colour in all three channels, so every "
+                  "colour's difference from it points the same way (no pair differs in disjoint channels).")
+    rows = "\n".join(f"| {p['pair']} | {p['cos']:+.2f} | {p['cos_object_minus_floor']:+.2f} | {p['predicts']} |" for p in out["pairs"])
+    out["markdown"] = (
+        f"**Prediction: {'one object of each colour' if ok else 'blend / failure'}** "
+        f"({'every pair' if ok else 'not every pair'} has cos ≤ {threshold} over {bg}).\n\n"
+        "Lemma 8.1 on our renders: cos(μ_a − μ_b, μ_c − μ_b) of whole-image means, μ_b = the background composed "
+        "over. cos ≈ 0 (colours differing from the floor in disjoint RGB channels, Def 5.2) leaves the two objects' "
+        "places independent; cos > 0 pulls both terms onto one object of a blended colour." + darker + "\n\n"
+        "| pair | cos (images) | cos (object − floor, RGB) | predicts |\n|---|---|---|---|\n" + rows)
+    return out
