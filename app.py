@@ -1,22 +1,22 @@
-"""Projective composition of diffusion models — the interactive demo (Bradley et al., ICML 2025).
+"""Projective composition of diffusion models — the interactive app (Bradley et al., ICML 2025).
 
     python app.py            # http://127.0.0.1:7860 (GRADIO_SERVER_PORT / GRADIO_SERVER_NAME respected)
 
-UI only: layout, events and input checks. Every image, table and figure comes from
-`projcomp.demo` (which calls the composition operator, the samplers, the detector and the theory
-lab). Checkpoints: $PROJCOMP_CHECKPOINTS (a folder of checkpoint folders or a Hub repo id),
-default `checkpoints/`. On a ZeroGPU Space the sampling functions run under `spaces.GPU` with a
-duration computed from steps × terms.
+UI only: `create_app(zoo)` builds one tab per function below; every image, table and figure comes
+from `projcomp.tabs` (clevr, colours, sdxl, theory, common), which never imports gradio. Nothing
+is loaded at import time: `main()` finds the checkpoints ($PROJCOMP_CHECKPOINTS, a folder of
+checkpoint folders or a Hub repo id; default `checkpoints/`), builds the app, warms it up in a
+thread and serves it. On a ZeroGPU Space the sampling functions run under `spaces.GPU`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import math
+import inspect
 import os
 import sys
 import threading
-import time
 import traceback
 
 try:  # ZeroGPU: `spaces` must be imported before anything touches CUDA.
@@ -26,75 +26,85 @@ except ImportError:
 
 import gradio as gr
 import matplotlib
-import numpy as np
-import torch
 
 matplotlib.use("Agg")
 # Import pyplot once, now: Gradio switches the matplotlib backend around every event, and a
 # first import of pyplot inside one event races with that switch in another (half-imported module).
 import matplotlib.pyplot  # noqa: E402,F401
+import torch  # noqa: E402
 
-from projcomp import demo as pcd  # every panel is computed there (no UI code)
-from projcomp.clevr.scene import CLEVR_COLORS
-from projcomp.experiments import SETTINGS, random_locations
-from projcomp.sampling import bf16_is_fast
+from projcomp.tabs import clevr as tc  # noqa: E402
+from projcomp.tabs import colours as tcol  # noqa: E402
+from projcomp.tabs import common as cm  # noqa: E402
+from projcomp.tabs import sdxl as tsd  # noqa: E402
+from projcomp.tabs import theory as tth  # noqa: E402
+
+
+@dataclasses.dataclass
+class Config:
+    """Serving settings, read from the environment when the app is built (not at import)."""
+    concurrency: int        # sampling jobs at once (PROJCOMP_CONCURRENCY)
+    queue_size: int         # waiting requests beyond that (PROJCOMP_QUEUE_SIZE)
+    threads: int            # torch threads per job (PROJCOMP_THREADS; default cores / concurrency)
+    device: str
+    parallel_sides: bool    # sample the two sides of the comparison in two threads
+    bf16_fast: bool
+    sdxl_models: list
+
+    @classmethod
+    def from_env(cls) -> "Config":
+        from projcomp.sampling import bf16_is_fast
+        conc = max(1, int(os.environ.get("PROJCOMP_CONCURRENCY", "2")))
+        threads = int(os.environ.get("PROJCOMP_THREADS", "0")) or max(1, (os.cpu_count() or 1) // conc)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return cls(concurrency=conc, queue_size=max(1, int(os.environ.get("PROJCOMP_QUEUE_SIZE", "16"))),
+                   threads=threads, device=device,
+                   parallel_sides=device == "cpu" and threads == 1 and (os.cpu_count() or 1) >= 2,
+                   bf16_fast=bf16_is_fast(device),
+                   sdxl_models=tsd.models(os.environ.get("PROJCOMP_SDXL_MODELS", "")))
+
+    @property
+    def bf16_label(self) -> str:
+        return "bfloat16" + (" (faster here)" if self.bf16_fast else " (slower on this CPU)")
+
 
 # ---------------------------------------------------------------------------------------------
-# Configuration (environment).
-
-CONCURRENCY = max(1, int(os.environ.get("PROJCOMP_CONCURRENCY", "2")))   # sampling jobs at once
-QUEUE_SIZE = max(1, int(os.environ.get("PROJCOMP_QUEUE_SIZE", "16")))    # waiting requests beyond that
-THREADS = int(os.environ.get("PROJCOMP_THREADS", "0")) or max(1, (os.cpu_count() or 1) // CONCURRENCY)
-torch.set_num_threads(THREADS)  # one job per core: OpenMP threads oversubscribed on a shared CPU crawl
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-# Sample the two sides of the comparison in two threads when a core is free for each.
-PARALLEL_SIDES = DEVICE == "cpu" and THREADS == 1 and (os.cpu_count() or 1) >= 2
-SEED_MAX = 2**31 - 1
-# bf16 autocast is on by default only where it is faster (CUDA, or a CPU with AVX512-BF16 / AMX).
-BF16_FAST = bf16_is_fast(DEVICE)
-BF16_LABEL = "bfloat16" + (" (faster here)" if BF16_FAST else " (slower here: this CPU has no bf16 instructions)")
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints: found once at start; a missing role disables what needs it, with a message.
-
-PROBLEMS: list = []
-try:
-    ROOT = pcd.resolve_checkpoints()
-except pcd.DemoError as e:
-    ROOT = os.environ.get("PROJCOMP_CHECKPOINTS") or "checkpoints"
-    PROBLEMS.append(str(e))
-ZOO, _bad = pcd.open_zoo(ROOT)
-PROBLEMS += _bad
-STATUS = pcd.zoo_status(ZOO)
-RANDOM_WEIGHTS = any(cfg.get("random_weights") for cfg in ZOO.entries.values())
-os.environ["GRADIO_EXAMPLES_CACHE"] = os.path.join(
-    os.environ.get("GRADIO_EXAMPLES_CACHE", os.path.join(".gradio", "cached_examples")), pcd.fingerprint(ROOT))
+# Errors: a visitor's mistake is one message naming the field; anything else is logged.
 
 
-def _preload() -> None:
-    """Load the default composition's nets and run one step, so the first click is fast. On a GPU
-    (ZeroGPU included) every net is moved to CUDA here, at import time, as ZeroGPU requires."""
-    roles = ["empty", "location", "clutter", "color"] if DEVICE == "cuda" else ["empty", "location"]
-    for role in roles:
-        name = STATUS["roles"].get(role)
-        if not name:
-            continue
+def _user_message(e: BaseException) -> gr.Error:
+    return gr.Error(str(e), title="Cannot run this")
+
+
+def _internal(e: BaseException) -> gr.Error:
+    print(f"[app] internal error: {type(e).__name__}: {e}", file=sys.stderr)
+    traceback.print_exc()
+    return gr.Error(f"Internal error ({type(e).__name__}); it is logged on the server.", title="Something went wrong")
+
+
+def guard(fn):
+    """Run `fn`; project errors become one message (gr.Error), others are logged as internal errors.
+    Works for plain functions and generators (streamed outputs)."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except Exception as e:  # noqa: BLE001
+                raise (_user_message(e) if cm.is_user_error(e) else _internal(e)) from None
+        return gen
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
         try:
-            net = ZOO.get(name)
-            if DEVICE == "cuda":
-                net.to(DEVICE)
-        except Exception as e:  # a corrupt checkpoint: reported when it is used
-            print(f"[app] could not preload {name}: {e}", file=sys.stderr)
-            return
-    try:  # the colour tab's histograms / heuristic data (rendered once, cached on disk)
-        pcd.color_statistics(_color_resolution())
-    except Exception as e:
-        print(f"[app] colour statistics failed: {e}", file=sys.stderr)
-    if STATUS["settings"]["A"] and DEVICE == "cpu":
-        try:
-            pcd.clevr_compose(ZOO, [[0.5, 0.6]], [1.0], "empty", 1, 0, 1, True)
-        except Exception as e:
-            print(f"[app] warm-up failed: {e}", file=sys.stderr)
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise (_user_message(e) if cm.is_user_error(e) else _internal(e)) from None
+    return wrapper
 
 
 def gpu(duration):
@@ -104,665 +114,638 @@ def gpu(duration):
     return spaces.GPU(duration=duration)
 
 
+class Slider(gr.Slider):
+    """A slider whose value the handler checks (out-of-range API values get a message naming the
+    field, not Gradio's anonymous 'Value 0 is less than minimum value 1')."""
+
+    def get_block_name(self) -> str:
+        return "slider"
+
+    def preprocess(self, payload):
+        return payload
+
+
 # ---------------------------------------------------------------------------------------------
-# Input checks: every value from the browser or the API is checked here with a clear message.
+# Header.
 
-_USER_ERRORS = (ValueError, TypeError, KeyError)
+INTRO = """## When does composing diffusion models work?
+Each small model here has only ever seen **one object** in a scene. Asked together, do they paint
+all the objects at once? **Left:** their combination measured against an *empty scene* —
+the objects appear. **Right:** the same seeds against the usual *"any one object"* model — they
+mostly don't. Click the scene to place objects, then **Compose**, or try an example."""
 
+FORMULA = """Every model is a denoiser D(x, σ). The composition (Def 5.1 of *Mechanisms of Projective
+Composition of Diffusion Models*, Bradley et al., ICML 2025) is
 
-def guard(fn):
-    """Show user errors as a message (gr.Error), never a traceback; the server keeps serving."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except _USER_ERRORS as e:
-            raise gr.Error(str(e), title="Cannot run this") from None
-        except Exception as e:  # a bug or an environment problem: say what, log the rest
-            traceback.print_exc()
-            raise gr.Error(f"{type(e).__name__}: {e}", title="Something went wrong") from None
-    return wrapper
+  **D(x, σ) = D_b(x, σ) + Σᵢ wᵢ (Dᵢ(x, σ) − D_b(x, σ))**
 
+with one term per object (D_i = "an object at place i", weight w_i, negative = NOT) and a
+background D_b. When the conditionals are *factorized* against the background (each changes only
+its own pixels, Def 5.2) the composition has every object at once (Thm 5.3): for CLEVR that
+background is the **empty scene**, not the unconditional model (Bayes composition, §3)."""
 
-def _number(v, name: str) -> float:
-    if isinstance(v, bool):
-        raise gr.Error(f"{name}: {v!r} is not a number")
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise gr.Error(f"{name}: {v!r} is not a number") from None
-    if not math.isfinite(f):
-        raise gr.Error(f"{name}: {v!r} is not a finite number")
-    return f
+CSS = """
+.pc-header h2 { margin: 0 0 0.2em 0; }
+.pc-header p { margin: 0.1em 0; }
+.pc-note { font-size: 0.9em; opacity: 0.9; }
+#scene img { cursor: crosshair; }
+#progress { min-height: 1.6em; }
+"""
 
 
-def _int(v, name: str, lo: int, hi: int) -> int:
-    f = _number(v, name)
-    if f != int(f):
-        raise gr.Error(f"{name}: {v!r} must be a whole number")
-    if not lo <= f <= hi:
-        raise gr.Error(f"{name}: {int(f)} is out of range (allowed {lo} to {hi})")
-    return int(f)
-
-
-def _blank(c) -> bool:
-    return c is None or (isinstance(c, str) and c.strip() == "")
-
-
-def parse_objects(rows) -> tuple[list, list]:
-    """The objects table -> ([(x, y)], [w]); x, y in [0, 1], |w| <= MAX_WEIGHT, at most MAX_OBJECTS."""
-    if rows is None:
-        return [], []
-    if hasattr(rows, "values") and hasattr(rows, "columns"):  # a pandas DataFrame (API callers)
-        rows = rows.values.tolist()
-    if isinstance(rows, dict):  # {"headers": [...], "data": [...]} from the API
-        rows = rows.get("data") or []
-    locs, ws = [], []
-    for i, row in enumerate(rows):
-        row = list(row) if isinstance(row, (list, tuple)) else [row]
-        if all(_blank(c) for c in row):
-            continue
-        if len(row) < 2:
-            raise gr.Error(f"object {i + 1}: needs x, y (and a weight), got {row!r}")
-        x = _number(row[0], f"object {i + 1} x")
-        y = _number(row[1], f"object {i + 1} y")
-        w = 1.0 if len(row) < 3 or _blank(row[2]) else _number(row[2], f"object {i + 1} weight")
-        if not (0 <= x <= 1 and 0 <= y <= 1):
-            raise gr.Error(f"object {i + 1}: ({x:g}, {y:g}) is outside the image (x and y must be in [0, 1])")
-        if abs(w) > pcd.MAX_WEIGHT:
-            raise gr.Error(f"object {i + 1} weight: {w:g} is too large (|w| <= {pcd.MAX_WEIGHT:g})")
-        locs.append([x, y])
-        ws.append(w)
-    if len(locs) > pcd.MAX_OBJECTS:
-        raise gr.Error(f"objects: {len(locs)} placed, at most {pcd.MAX_OBJECTS} are allowed")
-    return locs, ws
-
-
-OBJECT_HEADERS = ["x", "y", "weight"]
-
-
-def _rows(locs, ws) -> dict:
-    """Objects table value; headers always sent along (an empty table keeps its columns)."""
-    return {"headers": OBJECT_HEADERS, "data": [[round(x, 3), round(y, 3), float(w)] for (x, y), w in zip(locs, ws)]}
-
-
-def _scene(locs, ws) -> np.ndarray:
-    return pcd.draw_requests(pcd.empty_scene(pcd.DISPLAY), locs, ws, pcd.DISPLAY)
+def status_markdown(zoo, status: dict, problems) -> str:
+    r = status["roles"]
+    have = ", ".join(f"{role}: `{n}`" for role, n in r.items() if n) or "none"
+    if status["empty_label"] and not r["empty"]:
+        have += f" (empty scene: the 'empty' label of `{r['location']}`)"
+    lines = [f"Checkpoints from `{zoo.root}` — {have}."]
+    others = [x for x in zoo.resolutions() if x != zoo.preferred_resolution()]
+    if others:
+        lines.append("Also on disk at " + ", ".join(f"{x}×{x}" for x in others) + ": restart with "
+                     + " or ".join(f"`PROJCOMP_RESOLUTION={x}`" for x in others) + " to use them.")
+    missing = [role for role, n in r.items() if not n and not (role == "empty" and status["empty_label"])]
+    if missing:
+        lines.append(f"Missing role(s): {', '.join(missing)} — the options that need them are disabled.")
+    if any(cfg.get("random_weights") for cfg in zoo.entries.values()):
+        lines.append("These are **random-weight** test checkpoints: images are noise; the UI works end to end.")
+    lines += [str(p) for p in problems]
+    return "  \n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
 # CLEVR objects tab.
 
-BG_CHOICES = [("Empty scene — projective (Fig 3A)", "empty"),
-              ("Unconditional — Bayes (Fig 3B)", "bayes"),
-              ("Cluttered scenes (Fig 3C)", "clutter")]
-BG_AVAILABLE = [(label, key) for label, key in BG_CHOICES if STATUS["backgrounds"][key]]
-# In the front half of the floor, where CLEVR objects are largest (at 32×32 a far object is 2 px).
-DEFAULT_OBJECTS = [[0.3, 0.55, 1.0], [0.7, 0.55, 1.0], [0.5, 0.75, 1.0]]
 
+def build_clevr_tab(zoo, cfg: Config, status: dict) -> dict:
+    colors = status["location_colors"]
+    bg_available = [(label, key) for label, key in tc.BG_CHOICES if status["backgrounds"][key]]
+    default_objs = [tc.Obj(x, y) for x, y in tc.DEFAULT_OBJECTS]
 
-@guard
-def add_object(x, y, weight, rows):
-    """Append an object at (x, y) in [0, 1] with a weight."""
-    locs, ws = parse_objects(rows)
-    if len(locs) >= pcd.MAX_OBJECTS:
-        raise gr.Error(f"objects: at most {pcd.MAX_OBJECTS} are allowed; remove one first")
-    x, y, w = _number(x, "x"), _number(y, "y"), _number(weight, "weight")
-    if not (0 <= x <= 1 and 0 <= y <= 1):
-        raise gr.Error(f"({x:g}, {y:g}) is outside the image (x and y must be in [0, 1])")
-    if abs(w) > pcd.MAX_WEIGHT:
-        raise gr.Error(f"weight: {w:g} is too large (|w| <= {pcd.MAX_WEIGHT:g})")
-    locs.append([x, y])
-    ws.append(w)
-    return _rows(locs, ws), _scene(locs, ws)
+    def parse(rows):
+        return tc.parse_objects(rows, colors)
 
+    def table(objs):
+        return tc.to_table(objs, colors)
 
-def on_scene_click(rows, evt: gr.SelectData):
-    if evt is None or evt.index is None:
-        return gr.skip(), gr.skip()
-    px, py = evt.index[:2]
-    return add_object(px / pcd.DISPLAY, py / pcd.DISPLAY, 1.0, rows)
+    def color_choice(objs, sel):
+        if not colors:
+            return gr.skip()
+        if sel is None or not 0 <= sel < len(objs):
+            return gr.Dropdown(value=tc.ANY, interactive=False)
+        return gr.Dropdown(value=objs[sel].color or tc.ANY, interactive=True)
 
+    @guard
+    def on_click(rows, sel, evt: gr.SelectData):
+        if evt is None or evt.index is None:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        px, py = evt.index[:2]
+        objs, sel, note = tc.click(parse(rows), sel, px / tc.DISPLAY, py / tc.DISPLAY)
+        return table(objs), tc.draw_scene(objs, sel), sel, note, color_choice(objs, sel)
 
-@guard
-def remove_object(index, rows):
-    """Remove object number `index` (1-based); 0 or empty removes the last one."""
-    locs, ws = parse_objects(rows)
-    if not locs:
-        raise gr.Error("objects: nothing to remove")
-    i = len(locs) if _blank(index) else _int(index, "object number", 0, len(locs))
-    i = len(locs) if i == 0 else i
-    del locs[i - 1], ws[i - 1]
-    return _rows(locs, ws), _scene(locs, ws)
+    @guard
+    def on_delete(rows, sel):
+        objs, sel, note = tc.delete(parse(rows), sel)
+        return table(objs), tc.draw_scene(objs, sel), sel, note, color_choice(objs, sel)
 
+    @guard
+    def on_deselect(rows):
+        objs = parse(rows)
+        return tc.draw_scene(objs, None), None, tc.selection_note(objs, None), color_choice(objs, None)
 
-@guard
-def clear_objects():
-    return _rows([], []), _scene([], [])
+    @guard
+    def on_clear():
+        return table([]), tc.draw_scene([], None), None, "All objects removed.", color_choice([], None)
 
+    @guard
+    def on_random(k, lseed):
+        objs = tc.random_objects(k, lseed)
+        return (table(objs), tc.draw_scene(objs, None), None, f"{len(objs)} random places (layout seed {lseed}).",
+                color_choice(objs, None))
 
-@guard
-def random_objects(k, seed, rows):
-    """k locations drawn by the CLEVR scene sampler (valid, visible, separated), weight 1."""
-    k = _int(k, "k", 1, pcd.MAX_OBJECTS)
-    seed = _int(seed, "seed", 0, SEED_MAX)
-    locs = random_locations(k, seed)
-    ws = [1.0] * k
-    return _rows(locs, ws), _scene(locs, ws)
+    def on_table_edit(rows, sel):
+        """Redraw after a table edit. An invalid cell keeps the old scene: Compose then names the
+        field, once (a message here as well would say it twice)."""
+        try:
+            objs = parse(rows)
+        except Exception:  # noqa: BLE001
+            return gr.skip(), gr.skip()
+        sel = sel if sel is not None and 0 <= sel < len(objs) else None
+        return tc.draw_scene(objs, sel), sel
 
+    @guard
+    def on_color(rows, sel, color):
+        objs = tc.set_color(parse(rows), sel, color, colors)
+        return table(objs), tc.draw_scene(objs, sel), tc.selection_note(objs, sel)
 
-@guard
-def redraw_scene(rows):
-    locs, ws = parse_objects(rows)
-    return _scene(locs, ws)
+    def _duration(rows, background, steps, seed, samples, *a, **k):
+        try:
+            return cm.gpu_seconds(int(steps), 2 * (len(parse(rows)) + 1), int(samples), per_row_call=0.003, base=5)
+        except Exception:  # noqa: BLE001
+            return 60
 
+    @gpu(_duration)
+    @guard
+    def compose_live(rows, background, steps, seed, samples, bf16, upsampling, markers):
+        """Stream (left, right, progress, summary) while sampling: the x0 predictions forming."""
+        objs = parse(rows)
+        background, steps, seed, samples, upsampling, markers = tc.check_request(
+            zoo, background, steps, seed, samples, upsampling, markers)
+        settings = None
+        for kind, text, data in tc.compose_stream(zoo, objs, background, steps, seed, samples, bool(bf16), upsampling,
+                                                  markers, parallel=cfg.parallel_sides):
+            if kind == "progress":
+                order = cm.BACKGROUNDS[background]
+                imgs = [data.get(s, gr.skip()) if data else gr.skip() for s in order]
+                yield imgs[0], imgs[1], text, gr.skip()
+            else:
+                res = data
+                settings = res.settings
+                right = res.panels[settings[1]] if len(settings) > 1 else None
+                yield res.panels[settings[0]], right, text, tc.headline(res, objs, steps, bool(bf16))
 
-def _clevr_duration(rows, background, steps, seed, samples, bf16, *args, **kwargs):
-    try:
-        k = len(parse_objects(rows)[0])
-        return pcd.gpu_seconds(int(steps), 2 * (k + 1), int(samples), per_row_call=0.003, base=5)
-    except Exception:
-        return 60
+    @guard
+    def compose_api(rows, background, steps, seed, samples, bf16):
+        """(left image, right image, summary markdown): the composition and its counterpart, same seeds."""
+        out = None
+        for out in compose_live.__wrapped__(rows, background, steps, seed, samples, bf16, "sharp", "outline"):
+            pass
+        return out[0], out[1], out[3]
 
+    @guard
+    def contribution_map(rows, sigma, seed):
+        objs = parse(rows)
+        img, locality = tc.contribution_maps(zoo, objs, sigma, seed)
+        parts = [f"{s}: {100 * sum(v) / len(v):.0f}%" for s, v in locality.items()]
+        return img, (f"σ = {float(sigma):g}. Share of each term's |w_i (D_i − D_b)| within 0.15 image widths of its "
+                     f"own object (mean over objects): {', '.join(parts)}.")
 
-@gpu(_clevr_duration)
-@guard
-def compose_clevr(rows, background, steps, seed, samples, bf16, progress=gr.Progress()):
-    """Sample the composition over the chosen background and its counterpart, same seeds."""
-    locs, ws = parse_objects(rows)
-    steps = _int(steps, "steps", 1, pcd.MAX_STEPS)
-    seed = _int(seed, "seed", 0, SEED_MAX)
-    samples = _int(samples, "samples", 1, pcd.MAX_SAMPLES)
-    if background not in pcd.BACKGROUNDS:
-        raise gr.Error(f"background: {background!r} is not one of {sorted(pcd.BACKGROUNDS)}")
-    if not STATUS["backgrounds"][background]:
-        raise gr.Error(f"background {background!r} is unavailable: no checkpoint for it in {ROOT!r}")
-    progress(0.0, desc="sampling")
-    t0 = time.perf_counter()
-    res = pcd.clevr_compose(ZOO, locs, ws, background, steps, seed, samples, bool(bf16),
-                             progress=lambda f, d: progress(f, desc=d), parallel=PARALLEL_SIDES)
-    dt = time.perf_counter() - t0
-    left = gr.Image(value=res.panels[res.settings[0]], label=res.titles[0])
-    right = (gr.Image(value=res.panels[res.settings[1]], label=res.titles[1]) if len(res.settings) > 1
-             else gr.Image(value=None, label="(no counterpart: a checkpoint role is missing)"))
-    k = len(locs)
-    head = (f"**{k} object{'s' if k != 1 else ''}**, seeds {res.seeds[0]}–{res.seeds[-1]}, "
-            f"{steps} Heun steps{' (bf16)' if bf16 else ''}: {dt:.1f} s. "
-            "Rings: requested places (green = an object was detected there, red = missed); dots: detections.")
-    if k == 0:
-        head = f"No objects: samples of the background alone, seeds {res.seeds[0]}–{res.seeds[-1]} ({dt:.1f} s)."
-    return left, right, head + "\n\n" + res.summary_markdown()
+    @guard
+    def add_object(x, y, w, rows):
+        """API: append an object at (x, y) in [0, 1] with weight w (what a click on the floor does)."""
+        objs = parse(rows)
+        if len(objs) >= cm.MAX_OBJECTS:
+            raise cm.InputError("objects", f"at most {cm.MAX_OBJECTS} are allowed; delete one first")
+        objs.append(tc.Obj(cm.number(x, "x", 0, 1), cm.number(y, "y", 0, 1), cm.weight(w, "weight")))
+        return table(objs), tc.draw_scene(objs)
 
+    @guard
+    def redraw_scene(rows):
+        return tc.draw_scene(parse(rows))
 
-@guard
-def contribution_map(rows, sigma, seed):
-    locs, ws = parse_objects(rows)
-    sigma = _number(sigma, "sigma")
-    if not 0.01 <= sigma <= 80:
-        raise gr.Error(f"sigma: {sigma:g} is out of range (0.01 to 80)")
-    seed = _int(seed, "seed", 0, SEED_MAX)
-    img, locality = pcd.contribution_maps(ZOO, locs, ws, sigma, seed)
-    parts = [f"{s}: {100 * float(np.mean(v)):.0f}%" for s, v in locality.items()]
-    return img, (f"σ = {sigma:g}. Share of each term's |w_i (D_i − D_b)| within 0.15 image widths of its own "
-                 f"object (mean over objects): {', '.join(parts)}.")
+    with gr.Tab("CLEVR objects", id="clevr"):
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=4, min_width=300):
+                scene = gr.Image(value=tc.draw_scene(default_objs), label="The scene: click to place objects",
+                                 interactive=False, format="png", height=268, elem_id="scene", buttons=[],
+                                 show_label=False)
+                note = gr.Markdown(tc.selection_note(default_objs, None), elem_id="scene-note", elem_classes="pc-note")
+                with gr.Row():
+                    run_btn = gr.Button("Compose", variant="primary", elem_id="run", interactive=bool(bg_available),
+                                        scale=2)
+                    delete_btn = gr.Button("Delete selected", size="sm", elem_id="delete", scale=1)
+                    deselect_btn = gr.Button("Deselect", size="sm", elem_id="deselect", scale=1)
+                    clear_btn = gr.Button("Clear", size="sm", elem_id="clear", scale=1)
+                progress = gr.Markdown("", elem_id="progress")
+            with gr.Column(scale=3, min_width=260):
+                left = gr.Image(label="left: the chosen background", show_label=False, format="png", interactive=False,
+                                elem_id="left", buttons=["download"], height=400)
+            with gr.Column(scale=3, min_width=260):
+                right = gr.Image(label="right: the counterpart, same seeds", show_label=False, format="png",
+                                 interactive=False, elem_id="right", buttons=["download"], height=400)
+        hits = gr.Markdown("Press **Compose**: the left panel uses the chosen background, the right one the other "
+                           "side of the comparison with the same seeds.", elem_id="hits")
+        exs = tc.examples(status)
+        with gr.Row(elem_id="clevr-examples"):
+            gr.Markdown("**Examples** (each sets objects, background, seed and samples, then composes):",
+                        elem_classes="pc-note")
+            ex_btns = [gr.Button(ex["label"], size="sm", elem_id=f"ex-clevr-{i}") for i, ex in enumerate(exs)]
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5, min_width=300):
+                objects = gr.Dataframe(value=table(default_objs), headers=tc.headers(colors),
+                                       datatype=["number", "number", "number"] + (["str"] if colors else []),
+                                       type="array", column_count=len(tc.headers(colors)), interactive=True,
+                                       label=f"Objects (x, y in [0, 1]; weight w_i, negative = NOT; max {cm.MAX_OBJECTS}"
+                                             + ("; colour: any or one of " + ", ".join(colors) if colors else "") + ")",
+                                       elem_id="objects", max_height=260)
+                obj_color = gr.Dropdown([tc.ANY, *colors], value=tc.ANY, label="colour of the selected object",
+                                        interactive=False, visible=bool(colors), elem_id="obj-color")
+                with gr.Row():
+                    k = Slider(1, cm.MAX_OBJECTS, value=4, step=1, label="k", min_width=90, scale=2)
+                    loc_seed = gr.Number(value=0, precision=0, label="layout seed", min_width=80, scale=1)
+                    rand_btn = gr.Button("k random places", size="sm", scale=2)
+            with gr.Column(scale=5, min_width=300):
+                background = gr.Radio(bg_available, value=bg_available[0][1] if bg_available else None,
+                                      label="Background b", elem_id="background")
+                if len(bg_available) < len(tc.BG_CHOICES):
+                    gr.Markdown("Unavailable (no checkpoint): " + ", ".join(
+                        label for label, key in tc.BG_CHOICES if not status["backgrounds"][key]), elem_classes="pc-note")
+                with gr.Row():
+                    steps = Slider(1, cm.MAX_STEPS, value=16, step=1, label="Heun steps", min_width=120, elem_id="steps")
+                    samples = Slider(1, cm.MAX_SAMPLES, value=4, step=1, label="samples", min_width=120, elem_id="samples")
+                with gr.Row():
+                    seed = gr.Number(value=0, precision=0, label="seed", min_width=80, elem_id="seed")
+                    bf16 = gr.Checkbox(value=cfg.bf16_fast, label=cfg.bf16_label, min_width=80)
+                with gr.Row():
+                    upsampling = gr.Radio([(v, key) for key, v in cm.UPSAMPLING.items()], value="sharp",
+                                          label="upsampling of the results", elem_id="upsampling")
+                    markers = gr.Radio([(v, key) for key, v in tc.MARKERS.items()], value="outline",
+                                       label="markers on the results", elem_id="markers")
+        with gr.Accordion("Where does each concept act? Contribution maps |w_i (D_i − D_b)|", open=False):
+            gr.Markdown("Each term's push on the denoiser at one noise level σ, evaluated at the empty scene + σ·noise. "
+                        "Under the empty background a term only acts near its own object (factorized "
+                        "conditionals, Def 5.2); under the Bayes background it also has to erase the object "
+                        "p_u would have put anywhere.", elem_classes="pc-note")
+            with gr.Row():
+                sigma = Slider(0.05, 20, value=1.0, step=0.05, label="noise level σ", scale=4)
+                contrib_btn = gr.Button("Show maps", scale=1)
+            contrib = gr.Image(label="contribution maps (one colour scale)", format="png", interactive=False)
+            contrib_md = gr.Markdown()
+        selected = gr.State(None)
 
-
-# ---------------------------------------------------------------------------------------------
-# Colours tab.
-
-COLOR_CLASSES = list(CLEVR_COLORS)
-if STATUS["roles"]["color"]:
-    COLOR_CLASSES = list((ZOO.entries[STATUS["roles"]["color"]].get("condition") or {}).get("classes") or CLEVR_COLORS)
-
-
-def _color_resolution() -> int:
-    name = STATUS["roles"]["color"]
-    return ZOO.resolution_of(name) if name else 32
-
-
-def _parse_colors(colors) -> list:
-    if isinstance(colors, str):
-        colors = [colors]
-    colors = list(colors or [])
-    bad = [c for c in colors if c not in COLOR_CLASSES]
-    if bad:
-        raise gr.Error(f"colours: {bad} not in {COLOR_CLASSES}")
-    if len(colors) < 2:
-        raise gr.Error("colours: pick at least two colours to compose")
-    return colors
-
-
-@guard
-def color_preview(colors):
-    """Fig 5's histograms and the Lemma 8.1 verdict, from rendered data (before sampling)."""
-    colors = [c for c in (colors or []) if c in COLOR_CLASSES]
-    stats = pcd.color_statistics(_color_resolution())
-    hist = pcd.figure_to_image(pcd.color_histogram_figure(colors, stats))
-    if len(colors) < 2:
-        return hist, None, "Pick two or more colours to see the verdict."
-    v = pcd.color_verdict(colors, stats)
-    from projcomp.heuristic import heatmap
-    heat = pcd.figure_to_image(heatmap(v["names"], v["matrix"], title="cos(μ_c − μ_u) in RGB"))
-    verdict = v["verdict"]
-    icon = "✅" if verdict["will_compose"] else "⚠️"
-    rows = "\n".join(f"| {p['a']} + {p['b']} | {p['cos']:+.2f} | {'yes' if p['composes'] else 'no'} |"
-                     for p in verdict["pairs"])
-    md = (f"{icon} **Heuristic (Lemma 8.1): {verdict['summary']}** (|cos| ≤ {verdict['threshold']} passes).\n\n"
-          "Factorized conditionals have orthogonal mean differences; colour lives in the same three channels for "
-          "every object, so colours mostly are *not* factorized (Fig 5).\n\n"
-          "| pair | cos | composes? |\n|---|---|---|\n" + rows)
-    return hist, heat, md
-
-
-def _color_duration(colors, weight, steps, seed, samples, bf16, *args, **kwargs):
-    try:
-        return pcd.gpu_seconds(int(steps), len(colors or []) + 1, int(samples), per_row_call=0.003, base=5)
-    except Exception:
-        return 60
-
-
-@gpu(_color_duration)
-@guard
-def compose_colors(colors, weight, steps, seed, samples, bf16, progress=gr.Progress()):
-    if not STATUS["roles"]["color"]:
-        raise gr.Error(f"colours: no colour-conditioned checkpoint (dataset preset 'color') in {ROOT!r}")
-    colors = _parse_colors(colors)
-    w = _number(weight, "weight")
-    if abs(w) > pcd.MAX_WEIGHT:
-        raise gr.Error(f"weight: {w:g} is too large (|w| <= {pcd.MAX_WEIGHT:g})")
-    steps = _int(steps, "steps", 1, pcd.MAX_STEPS)
-    seed = _int(seed, "seed", 0, SEED_MAX)
-    samples = _int(samples, "samples", 1, pcd.MAX_SAMPLES)
-    grid, found, seeds = pcd.color_compose(ZOO, colors, [w] * len(colors), steps, seed, samples, bool(bf16),
-                                            progress=lambda f, d: progress(f, desc=d))
-    both = sum(all(c in f for c in colors) for f in found)
-    lines = [f"**All of {', '.join(colors)} detected in {both} / {len(found)} samples.**", "",
-             "| seed | colours detected |", "|---|---|"]
-    lines += [f"| {s} | {', '.join(f) or '—'} |" for s, f in zip(seeds, found)]
-    return grid, "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
-# SDXL tab.
-
-from projcomp.sdxl import ALLOWED_MODELS  # noqa: E402
-
-SDXL_MODELS = sorted(ALLOWED_MODELS) + [p for p in os.environ.get("PROJCOMP_SDXL_MODELS", "").split(os.pathsep) if p]
-DEFAULT_PROMPTS = [["photo of a dog", 1.0], ["photo, with red hat", 1.0]]
-
-
-def parse_prompts(rows) -> tuple[list, list]:
-    if hasattr(rows, "values") and hasattr(rows, "columns"):
-        rows = rows.values.tolist()
-    if isinstance(rows, dict):
-        rows = rows.get("data") or []
-    prompts, ws = [], []
-    for i, row in enumerate(rows or []):
-        row = list(row) if isinstance(row, (list, tuple)) else [row]
-        if not row or _blank(row[0]):
-            continue
-        w = 1.0 if len(row) < 2 or _blank(row[1]) else _number(row[1], f"prompt {i + 1} weight")
-        if abs(w) > pcd.MAX_WEIGHT:
-            raise gr.Error(f"prompt {i + 1} weight: {w:g} is too large (|w| <= {pcd.MAX_WEIGHT:g})")
-        prompts.append(str(row[0]).strip())
-        ws.append(w)
-    if not prompts:
-        raise gr.Error("prompts: the list is empty; add at least one prompt")
-    if len(prompts) > 6:
-        raise gr.Error(f"prompts: {len(prompts)} given, at most 6 are allowed")
-    return prompts, ws
-
-
-def _check_model(model) -> str:
-    if model not in SDXL_MODELS:
-        raise gr.Error(f"model: {model!r} is not in the allow-list {SDXL_MODELS}")
-    return model
-
-
-def sdxl_status(model):
-    ok, msg = pcd.sdxl_status(model) if model in SDXL_MODELS else (False, f"`{model}` is not in the allow-list.")
-    return ("✅ " if ok else "⛔ ") + msg
-
-
-def _unavailable(model) -> str | None:
-    ok, msg = pcd.sdxl_status(model)
-    if ok:
-        return None
-    gr.Warning(msg.replace("`", ""))
-    return "⛔ " + msg
-
-
-@guard
-def sdxl_heuristic(rows, background, model):
-    prompts, _ = parse_prompts(rows)
-    if len(prompts) < 2:
-        raise gr.Error("heuristic: needs at least two prompts")
-    model = _check_model(model)
-    missing = _unavailable(model)
-    if missing:
-        return None, missing
-    from projcomp.heuristic import heatmap
-    from projcomp.sdxl import prompt_heuristic
-    res = prompt_heuristic(pcd.sdxl_pipeline(model), prompts, background=background or "")
-    img = pcd.figure_to_image(heatmap(res["names"], torch.tensor(res["matrix"]), title="cos(μ_i − μ_b), CLIP text"))
-    v = res["verdict"]
-    return img, f"{'✅' if v['will_compose'] else '⚠️'} **{v['summary']}** (max |cos| {v['max_abs_cos']:.2f}, threshold {v['threshold']})"
-
-
-def _sdxl_duration(rows, background, steps, seed, samples, model, *args, **kwargs):
-    try:
-        return pcd.gpu_seconds(int(steps), len(parse_prompts(rows)[0]), int(samples), per_row_call=0.05, base=20)
-    except Exception:
-        return 120
-
-
-@gpu(_sdxl_duration)
-@guard
-def sdxl_compose(rows, background, steps, seed, samples, model, progress=gr.Progress()):
-    from projcomp.sdxl import ComposeSpec, compose as sdxl_compose_fn
-
-    prompts, ws = parse_prompts(rows)
-    steps = _int(steps, "steps", 1, 100)
-    seed = _int(seed, "seed", 0, SEED_MAX)
-    samples = _int(samples, "samples", 1, 4)
-    model = _check_model(model)
-    spec = ComposeSpec(prompts=prompts, weights=ws, background=background or "", steps=steps,
-                       seeds=[seed + i for i in range(samples)], model=model).validate()
-    missing = _unavailable(model)
-    if missing:
-        return [], missing
-    progress(0.0, desc="loading the pipeline")
-    pipe = pcd.sdxl_pipeline(model)
-    t0 = time.perf_counter()
-    res = sdxl_compose_fn(pipe, spec, callback=lambda i, n, _lat: progress(i / n, desc=f"step {i}/{n}"))
-    dt = time.perf_counter() - t0
-    terms = " + ".join(f"{w:g}·[{p}]" for p, w in zip(prompts, ws))
-    return ([(im, f"seed {s}") for im, s in zip(res.images, spec.seeds)],
-            f"Composed {terms} over background {background!r} in {dt:.1f} s ({res.num_unet_calls} UNet calls).")
+        edit_out = [objects, scene, selected, note, obj_color]
+        scene.select(on_click, [objects, selected], edit_out, api_visibility="private", concurrency_limit=None)
+        delete_btn.click(on_delete, [objects, selected], edit_out, api_visibility="private", concurrency_limit=None)
+        deselect_btn.click(on_deselect, [objects], [scene, selected, note, obj_color], api_visibility="private",
+                           concurrency_limit=None)
+        clear_btn.click(on_clear, None, edit_out, api_name="clear_objects", concurrency_limit=None)
+        rand_btn.click(on_random, [k, loc_seed], edit_out, api_name="random_objects", concurrency_limit=None)
+        objects.input(on_table_edit, [objects, selected], [scene, selected], api_visibility="private",
+                      concurrency_limit=None, trigger_mode="always_last")
+        obj_color.input(on_color, [objects, selected, obj_color], [objects, scene, note], api_visibility="private",
+                        concurrency_limit=None)
+        live_in = [objects, background, steps, seed, samples, bf16, upsampling, markers]
+        live_out = [left, right, progress, hits]
+        run_btn.click(compose_live, live_in, live_out, api_name="compose_clevr_live", concurrency_id="sampler",
+                      concurrency_limit=cfg.concurrency, show_progress="hidden")
+        for ex, btn in zip(exs, ex_btns):
+            def load(ex=ex):
+                objs = list(ex["objects"])
+                return (table(objs), tc.draw_scene(objs), None, tc.example_note(ex), color_choice(objs, None),
+                        ex["background"], ex["steps"], ex["seed"], ex["samples"])
+            btn.click(load, None, edit_out + [background, steps, seed, samples], api_visibility="private",
+                      concurrency_limit=None).then(
+                compose_live, live_in, live_out, api_visibility="private", concurrency_id="sampler",
+                concurrency_limit=cfg.concurrency, show_progress="hidden")
+        contrib_btn.click(contribution_map, [objects, sigma, seed], [contrib, contrib_md], api_name="contribution_map",
+                          concurrency_id="sampler", concurrency_limit=cfg.concurrency)
+        sigma.release(contribution_map, [objects, sigma, seed], [contrib, contrib_md], api_visibility="private",
+                      concurrency_id="sampler", concurrency_limit=cfg.concurrency)
+        # API-only endpoints: the composition in one call; an object placed where a click would put it.
+        api_btn = gr.Button(visible=False)
+        api_btn.click(compose_api, [objects, background, steps, seed, samples, bf16], [left, right, hits],
+                      api_name="compose_clevr", concurrency_id="sampler", concurrency_limit=cfg.concurrency)
+        ax, ay, aw = gr.Number(visible=False), gr.Number(visible=False), gr.Number(visible=False)
+        gr.Button(visible=False).click(add_object, [ax, ay, aw, objects], [objects, scene], api_name="add_object",
+                                       concurrency_limit=None)
+        gr.Button(visible=False).click(redraw_scene, [objects], [scene], api_name="redraw_scene",
+                                       concurrency_limit=None)
+    return {"objects": objects, "scene": scene}
 
 
 # ---------------------------------------------------------------------------------------------
-# Theory lab.
+# Colours tab (Fig 5). Self-contained: its statistics may be reworked in projcomp/tabs/colours.py.
 
 
-@guard
-def theory_gauss2d(m1x, m1y, m2x, m2y, mode, samples):
-    vals = [_number(v, n) for v, n in ((m1x, "expert 1 x1"), (m1y, "expert 1 x2"), (m2x, "expert 2 x1"), (m2y, "expert 2 x2"))]
-    for v in vals:
-        if abs(v) > 5:
-            raise gr.Error(f"means must lie in [-5, 5], got {v:g}")
-    samples = _int(samples, "samples", 16, 1024)
-    fig, num = pcd.gauss2d_lab(vals[:2], vals[2:], mode, num_samples=samples)
-    md = (f"**{mode}**: exact composed mean ({num['exact_mean'][0]:.2f}, {num['exact_mean'][1]:.2f}), "
-          f"sample mean ({num['sample_mean'][0]:.2f}, {num['sample_mean'][1]:.2f}), exact covariance "
-          f"{num['exact_cov']}. " + ("Split experts each constrain their own coordinate (Factorized "
-          "Conditionals): the composition has both properties at once." if mode == "split" else
-          "Shared experts both constrain x1: the composition is a compromise (a hybrid), not both."))
-    return pcd.figure_to_image(fig), md
+def build_colours_tab(zoo, cfg: Config, app: gr.Blocks) -> None:
+    classes = tcol.color_classes(zoo)
+    res = tcol.resolution(zoo)
+    can_sample = zoo.has("color")
 
+    @guard
+    def preview(colors):
+        hist, heat, md = tcol.preview(colors, classes, res)
+        return cm.figure_to_image(hist), (cm.figure_to_image(heat) if heat is not None else None), md
 
-@guard
-def theory_appg(which, coords, samples):
-    samples = _int(samples, "samples", 8, 512)
-    idx = [int(c) for c in (coords or [])]
-    num, fig = pcd.appg_heatmaps(which, idx, num_seeds=samples)
-    if which == "eq17":
-        a, b = num.get("empty", {}), num.get("bayes", {})
-        md = "eq. 17 (p_i = δ(e_i)): empty background vs Bayes (p_u)."
-    else:
-        a, b = num.get("cluttered", {}), num.get("bayes", {})
-        md = "eq. 18: independently cluttered background vs Bayes."
-    if a and b:
-        md += (f" Mean of the composed coordinates: **{a['composed_mean']:.2f}** vs **{b['composed_mean']:.2f}**; "
-               f"all requested coordinates on in {100 * a['all_composed_on_rate']:.0f}% vs "
-               f"{100 * b['all_composed_on_rate']:.0f}% of samples.")
-    return pcd.figure_to_image(fig), md
+    def _duration(colors, weight, steps, seed, samples, *a, **k):
+        try:
+            return cm.gpu_seconds(int(steps), len(colors or []) + 1, int(samples), per_row_call=0.003, base=5)
+        except Exception:  # noqa: BLE001
+            return 60
+
+    @gpu(_duration)
+    @guard
+    def compose_live(colors, weight, steps, seed, samples, bf16):
+        colors, w, steps, seed, samples = tcol.check_request(zoo, colors, weight, steps, seed, samples)
+        for kind, text, data in tcol.compose_stream(zoo, colors, w, steps, seed, samples, bool(bf16)):
+            if kind == "progress":
+                yield (data if data is not None else gr.skip()), text, gr.skip()
+            else:
+                grid, found, seeds = data
+                yield grid, text, tcol.summary(colors, found, seeds)
+
+    @guard
+    def compose_api(colors, weight, steps, seed, samples, bf16):
+        out = None
+        for out in compose_live.__wrapped__(colors, weight, steps, seed, samples, bf16):
+            pass
+        return out[0], out[2]
+
+    with gr.Tab("Colours (Fig 5)", id="colours"):
+        gr.Markdown("Compose colour-conditioned one-object models over their unconditional term. The "
+                    "heuristic below (Lemma 8.1) predicts from rendered data, *before* sampling, whether "
+                    "the colours are factorized — they mostly share channels, so expect hybrids or failures.",
+                    elem_classes="pc-note")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=4):
+                colors = gr.CheckboxGroup(classes, value=[c for c in ("yellow", "blue") if c in classes],
+                                          label="Colours (2 or more)", elem_id="colors")
+                cweight = Slider(-2, 3, value=1.0, step=0.1, label="weight of every colour term")
+                with gr.Row():
+                    csteps = Slider(1, cm.MAX_STEPS, value=16, step=1, label="Heun steps")
+                    csamples = Slider(1, cm.MAX_SAMPLES, value=4, step=1, label="samples")
+                with gr.Row():
+                    cseed = gr.Number(value=0, precision=0, label="seed")
+                    cbf16 = gr.Checkbox(value=cfg.bf16_fast, label=cfg.bf16_label)
+                crun = gr.Button("Compose colours", variant="primary", interactive=can_sample, elem_id="crun")
+                if not can_sample:
+                    gr.Markdown("No colour checkpoint here, so sampling is off; the heuristic still works.")
+                cprogress = gr.Markdown("", elem_id="cprogress")
+                with gr.Row():
+                    gr.Markdown("**Examples:**", elem_classes="pc-note")
+                    ex_btns = [gr.Button(ex["label"], size="sm", elem_id=f"ex-colours-{i}", interactive=can_sample)
+                               for i, ex in enumerate(tcol.EXAMPLES)]
+            with gr.Column(scale=6):
+                cout = gr.Image(label="composed samples", show_label=False, format="png", interactive=False,
+                                elem_id="cout")
+                cmd = gr.Markdown(elem_id="cmd")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=6):
+                gr.Markdown("**Fig 5:** per-channel histograms of object pixels (chosen colours bold)")
+                hist = gr.Image(show_label=False, format="png", interactive=False, elem_id="hist")
+            with gr.Column(scale=4):
+                verdict_md = gr.Markdown()
+                heat = gr.Image(show_label=False, format="png", interactive=False, height=300, elem_id="heat")
+        colors.change(preview, [colors], [hist, heat, verdict_md], api_name="color_preview", concurrency_limit=None)
+        cin = [colors, cweight, csteps, cseed, csamples, cbf16]
+        crun.click(compose_live, cin, [cout, cprogress, cmd], api_name="compose_colors_live", concurrency_id="sampler",
+                   concurrency_limit=cfg.concurrency, show_progress="hidden")
+        api_btn = gr.Button(visible=False)
+        api_btn.click(compose_api, cin, [cout, cmd], api_name="compose_colors", concurrency_id="sampler",
+                      concurrency_limit=cfg.concurrency)
+        for ex, btn in zip(tcol.EXAMPLES, ex_btns):
+            def load(ex=ex):
+                return ex["colors"], ex["weight"], ex["steps"], ex["seed"], ex["samples"], \
+                    f"Example **{ex['label']}** loaded (seed {ex['seed']}, {ex['samples']} samples) — composing…"
+            btn.click(load, None, [colors, cweight, csteps, cseed, csamples, cmd], api_visibility="private",
+                      concurrency_limit=None).then(
+                compose_live, cin, [cout, cprogress, cmd], api_visibility="private", concurrency_id="sampler",
+                concurrency_limit=cfg.concurrency, show_progress="hidden")
+        app.load(preview, [colors], [hist, heat, verdict_md], api_visibility="private", concurrency_limit=None)
 
 
 # ---------------------------------------------------------------------------------------------
-# Layout.
-
-CSS = """
-.pc-header h1 { margin-bottom: 0.1em; }
-.pc-note { font-size: 0.9em; opacity: 0.85; }
-#scene img { cursor: crosshair; }
-"""
-
-INTRO = """# Projective composition of diffusion models
-*Bradley et al., ICML 2025.* Composing diffusion models as D_b + Σ w_i (D_i − D_b) (Def 5.1) gives
-**all** the concepts at once when the conditionals are *factorized* against the right
-**background** b — for CLEVR objects that is the *empty* scene, not the unconditional model
-(Bayes composition). Same seeds, two backgrounds: see for yourself."""
+# SDXL prompts tab.
 
 
-def _status_md() -> str:
-    r = STATUS["roles"]
-    have = ", ".join(f"{role}: `{n}`" for role, n in r.items() if n) or "none"
-    lines = [f"Checkpoints from `{ROOT}` — {have}."]
-    others = [r for r in ZOO.resolutions() if r != ZOO.preferred_resolution()]
-    if others:
-        lines.append("Also on disk at " + ", ".join(f"{r}×{r}" for r in others) + " (slower, sharper): restart with "
-                     + " or ".join(f"`PROJCOMP_RESOLUTION={r}`" for r in others) + " to use them.")
-    missing = [role for role, n in r.items() if not n]
-    if missing:
-        lines.append(f"⚠️ Missing role(s): {', '.join(missing)} — the options that need them are disabled.")
-    if RANDOM_WEIGHTS:
-        lines.append("⚠️ These are **random-weight** test checkpoints: images are noise; the UI works end to end.")
-    for p in PROBLEMS:
-        lines.append(f"⚠️ {p}")
-    return "  \n".join(lines)
+def build_sdxl_tab(zoo, cfg: Config) -> None:
+    allowed = cfg.sdxl_models
+    runnable = [m for m in allowed if tsd.status(m, allowed)[0]]
+    default = runnable[0] if runnable else allowed[0]
+
+    def state(model):
+        ok, msg = tsd.status(model, allowed)
+        return msg, ok
+
+    def on_model(model):
+        msg, ok = state(model)
+        return msg, gr.Button(interactive=ok), gr.Button(interactive=ok)
+
+    def sdxl_status(model):
+        return state(model)[0]
+
+    @guard
+    def heuristic(rows, background, model):
+        fig, md = tsd.heuristic(rows, background, model, allowed)
+        return cm.figure_to_image(fig), md
+
+    def _duration(rows, background, steps, seed, samples, model, *a, **k):
+        try:
+            return cm.gpu_seconds(int(steps), len(tsd.parse_prompts(rows)[0]), int(samples), per_row_call=0.05, base=20)
+        except Exception:  # noqa: BLE001
+            return 120
+
+    @gpu(_duration)
+    @guard
+    def compose_live(rows, background, steps, seed, samples, model):
+        import time
+        prompts, ws, background, steps, seed, samples, model = tsd.check_request(
+            rows, background, steps, seed, samples, model, allowed)
+        seeds = [seed + i for i in range(samples)]
+        t0 = time.perf_counter()
+
+        def job(cb):
+            return tsd.compose(prompts, ws, background, steps, seeds, model,
+                               callback=lambda i, n, _lat: cb({"i": i - 1, "n": n}))
+
+        yield gr.skip(), "Loading the pipeline…", gr.skip()
+        for kind, data in cm.stream_jobs({"s": job}, parallel=False):
+            if kind == "progress":
+                yield gr.skip(), cm.progress_text(data, {"s": "SDXL"}, t0), gr.skip()
+            else:
+                images, dt, calls = data["s"]
+                terms = " + ".join(f"{w:g}·[{p}]" for p, w in zip(prompts, ws))
+                yield ([(im, f"seed {s}") for im, s in zip(images, seeds)], f"Done in {dt:.1f} s.",
+                       f"Composed {terms} over background {background!r} ({calls} UNet calls).")
+
+    @guard
+    def compose_api(rows, background, steps, seed, samples, model):
+        out = None
+        for out in compose_live.__wrapped__(rows, background, steps, seed, samples, model):
+            pass
+        return out[0], out[2]
+
+    msg0, ok0 = state(default)
+    with gr.Tab("SDXL prompts", id="sdxl"):
+        gr.Markdown("Compose prompts with SDXL: ε_b + Σ w_i (ε_i − ε_b). The background prompt is the paper's "
+                    "\"most critical choice\" (empty = unconditional).", elem_classes="pc-note")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5):
+                model = gr.Dropdown(allowed, value=default, label="Model (allow-list)", elem_id="sdxl-model")
+                model_md = gr.Markdown(msg0, elem_id="sdxl-status")
+                prompts = gr.Dataframe(value=tsd.DEFAULT_PROMPTS, headers=["prompt", "weight"],
+                                       datatype=["str", "number"], type="array", column_count=2, interactive=True,
+                                       label="Prompts and weights (negative = NOT)", elem_id="prompts")
+                sbg = gr.Textbox(value="", label="Background prompt (empty = unconditional)")
+                with gr.Row():
+                    ssteps = Slider(1, 100, value=30, step=1, label="steps")
+                    ssamples = Slider(1, 4, value=1, step=1, label="samples")
+                    sseed = gr.Number(value=0, precision=0, label="seed")
+                with gr.Row():
+                    hbtn = gr.Button("Will it compose? (heuristic)", interactive=ok0, elem_id="sheur")
+                    sbtn = gr.Button("Compose", variant="primary", interactive=ok0, elem_id="srun")
+                with gr.Row():
+                    gr.Markdown("**Examples:**", elem_classes="pc-note")
+                    ex_btns = [gr.Button(ex["label"], size="sm", elem_id=f"ex-sdxl-{i}")
+                               for i, ex in enumerate(tsd.EXAMPLES)]
+            with gr.Column(scale=5):
+                sprogress = gr.Markdown("", elem_id="sprogress")
+                sgal = gr.Gallery(label="composed images", columns=2, height=360, elem_id="sgal")
+                sout_md = gr.Markdown()
+                sheat = gr.Image(show_label=False, format="png", interactive=False, height=280)
+                sheat_md = gr.Markdown()
+        model.change(on_model, [model], [model_md, hbtn, sbtn], api_visibility="private", concurrency_limit=None)
+        gr.Button(visible=False).click(sdxl_status, [model], [model_md], api_name="sdxl_status", concurrency_limit=None)
+        hbtn.click(heuristic, [prompts, sbg, model], [sheat, sheat_md], api_name="sdxl_heuristic",
+                   concurrency_id="sdxl", concurrency_limit=1)
+        sin = [prompts, sbg, ssteps, sseed, ssamples, model]
+        sbtn.click(compose_live, sin, [sgal, sprogress, sout_md], api_name="sdxl_compose_live", concurrency_id="sdxl",
+                   concurrency_limit=1, show_progress="hidden")
+        gr.Button(visible=False).click(compose_api, sin, [sgal, sout_md], api_name="sdxl_compose",
+                                       concurrency_id="sdxl", concurrency_limit=1)
+        for ex, btn in zip(tsd.EXAMPLES, ex_btns):
+            def load(model, ex=ex):
+                ok = tsd.status(model, allowed)[0]
+                note = (f"Example **{ex['label']}** loaded — composing…" if ok else
+                        f"Example **{ex['label']}** loaded; composing needs a model that can run here (see above).")
+                return {"headers": ["prompt", "weight"], "data": ex["prompts"]}, ex["background"], note
+
+            def run_if_ok(rows, background, steps, seed, samples, model):
+                if not tsd.status(model, allowed)[0]:
+                    yield gr.skip(), gr.skip(), gr.skip()
+                    return
+                yield from compose_live(rows, background, steps, seed, samples, model)
+            btn.click(load, [model], [prompts, sbg, sout_md], api_visibility="private", concurrency_limit=None).then(
+                run_if_ok, sin, [sgal, sprogress, sout_md], api_visibility="private", concurrency_id="sdxl",
+                concurrency_limit=1, show_progress="hidden")
 
 
-def build() -> gr.Blocks:
+# ---------------------------------------------------------------------------------------------
+# Theory lab tab.
+
+
+def build_theory_tab(zoo, cfg: Config) -> None:
+    @guard
+    def gauss2d(m1x, m1y, m2x, m2y, mode, samples):
+        vals, mode, samples = tth.check_gauss2d(m1x, m1y, m2x, m2y, mode, samples)
+        fig, num = tth.gauss2d_lab(vals[:2], vals[2:], mode, num_samples=samples)
+        return cm.figure_to_image(fig), tth.gauss2d_markdown(num)
+
+    @guard
+    def appg(which, coords, samples):
+        which, idx, samples = tth.check_appg(which, coords, samples)
+        fig, md = tth.appg(which, idx, num_seeds=samples)
+        return cm.figure_to_image(fig), md
+
+    with gr.Tab("Theory lab", id="theory"):
+        gr.Markdown("Exact scores, no networks: the same operator and sampler as above on distributions "
+                    "whose composition is known in closed form.", elem_classes="pc-note")
+        with gr.Row():
+            gr.Markdown("**Examples:**", elem_classes="pc-note")
+            ex_btns = [gr.Button(ex["label"], size="sm", elem_id=f"ex-theory-{i}") for i, ex in enumerate(tth.EXAMPLES)]
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=4):
+                gr.Markdown("**§6.5: 2-D Gaussian experts** over the background N(0, 4I). Expert 1 is narrow in "
+                            "x1; expert 2 is narrow in x2 (*split*) or also in x1 (*shared*).")
+                mode = gr.Radio(["split", "shared"], value="split", label="experts")
+                with gr.Row():
+                    m1x = Slider(-5, 5, value=-2, step=0.1, label="expert 1 mean x1")
+                    m1y = Slider(-5, 5, value=0, step=0.1, label="expert 1 mean x2")
+                with gr.Row():
+                    m2x = Slider(-5, 5, value=0, step=0.1, label="expert 2 mean x1")
+                    m2y = Slider(-5, 5, value=2, step=0.1, label="expert 2 mean x2")
+                tsamples = Slider(16, 1024, value=256, step=16, label="samples")
+                tbtn = gr.Button("Compose", variant="primary", elem_id="trun")
+            with gr.Column(scale=6):
+                tplot = gr.Image(show_label=False, format="png", interactive=False, elem_id="tplot", height=440)
+                tmd = gr.Markdown(elem_id="tmd")
+        gr.Markdown("**App. G (Fig 12):** eight coordinates; p_i switches coordinate i on. Compose a subset "
+                    "over the right background (empty, eq. 17; cluttered, eq. 18) vs Bayes (p_u).")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=4):
+                which = gr.Radio([("eq. 17: empty background", "eq17"), ("eq. 18: cluttered background", "eq18")],
+                                 value="eq17", label="toy")
+                coords = gr.CheckboxGroup([str(i) for i in range(8)], value=["0", "2", "4", "6"],
+                                          label="coordinates to compose")
+                gsamples = Slider(8, 512, value=64, step=8, label="samples")
+                gbtn = gr.Button("Compose", variant="primary", elem_id="grun")
+            with gr.Column(scale=6):
+                gplot = gr.Image(show_label=False, format="png", interactive=False, elem_id="gplot")
+                gmd = gr.Markdown(elem_id="gmd")
+        tin = [m1x, m1y, m2x, m2y, mode, tsamples]
+        kw = dict(concurrency_id="sampler", concurrency_limit=cfg.concurrency)
+        tbtn.click(gauss2d, tin, [tplot, tmd], api_name="theory_gauss2d", **kw)
+        for s in (m1x, m1y, m2x, m2y):
+            s.release(gauss2d, tin, [tplot, tmd], api_visibility="private", **kw)
+        mode.input(gauss2d, tin, [tplot, tmd], api_visibility="private", **kw)
+        gbtn.click(appg, [which, coords, gsamples], [gplot, gmd], api_name="theory_appg", **kw)
+        for ex, btn in zip(tth.EXAMPLES, ex_btns):
+            if ex["kind"] == "gauss2d":
+                btn.click(lambda ex=ex: (*ex["means"], ex["mode"], ex["samples"]), None, tin, api_visibility="private",
+                          concurrency_limit=None).then(gauss2d, tin, [tplot, tmd], api_visibility="private", **kw)
+            else:
+                gin = [which, coords, gsamples]
+                btn.click(lambda ex=ex: (ex["which"], ex["coords"], ex["samples"]), None, gin,
+                          api_visibility="private", concurrency_limit=None).then(
+                    appg, gin, [gplot, gmd], api_visibility="private", **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# The app.
+
+
+def create_app(zoo, problems=(), config: Config | None = None) -> gr.Blocks:
+    """The Gradio app over a Zoo of checkpoints (projcomp.experiments.Zoo); `problems` are lines
+    to show (folders skipped, ...). Queued; call `.launch(css=CSS, theme=THEME)` to serve."""
+    cfg = config or Config.from_env()
+    torch.set_num_threads(cfg.threads)  # one job per core: oversubscribed OpenMP threads crawl on a shared CPU
+    status = cm.zoo_status(zoo)
     with gr.Blocks(title="Projective composition") as app:
         gr.Markdown(INTRO, elem_classes="pc-header")
-        gr.Markdown(_status_md(), elem_classes="pc-note")
+        with gr.Accordion("The formula, and what \"background\" means", open=False, elem_id="formula"):
+            gr.Markdown(FORMULA)
+        gr.Markdown(status_markdown(zoo, status, problems), elem_classes="pc-note", elem_id="status")
         with gr.Tabs():
-            # ---------------------------------------------------------------- CLEVR objects
-            with gr.Tab("CLEVR objects", id="clevr"):
-                with gr.Row(equal_height=False):
-                    with gr.Column(scale=5, min_width=280):
-                        scene = gr.Image(value=_scene(*parse_objects(DEFAULT_OBJECTS)), label="Click to place an object",
-                                         interactive=False, format="png", height=300, elem_id="scene",
-                                         buttons=[], show_label=True)
-                        with gr.Row():
-                            k = gr.Slider(1, pcd.MAX_OBJECTS, value=4, step=1, label="k", min_width=90, scale=2)
-                            loc_seed = gr.Number(value=0, precision=0, label="layout seed", min_width=80, scale=1)
-                            rand_btn = gr.Button("k random places", size="sm", scale=2)
-                        with gr.Row():
-                            remove_idx = gr.Number(value=None, precision=0, label="object # to remove (0 = last)",
-                                                   min_width=120, scale=2)
-                            remove_btn = gr.Button("Remove", size="sm", scale=1)
-                            clear_btn = gr.Button("Clear", size="sm", scale=1)
-                    with gr.Column(scale=5, min_width=300):
-                        objects = gr.Dataframe(value=DEFAULT_OBJECTS, headers=["x", "y", "weight"],
-                                               datatype=["number", "number", "number"], type="array",
-                                               column_count=3,
-                                               interactive=True, label=f"Objects (x, y in [0, 1]; weight w_i, negative = NOT; max {pcd.MAX_OBJECTS})",
-                                               elem_id="objects", max_height=260)
-                        background = gr.Radio(BG_AVAILABLE, value=BG_AVAILABLE[0][1] if BG_AVAILABLE else None,
-                                              label="Background b", elem_id="background")
-                        if len(BG_AVAILABLE) < len(BG_CHOICES):
-                            gr.Markdown("Unavailable (no checkpoint): " + ", ".join(
-                                label for label, key in BG_CHOICES if not STATUS["backgrounds"][key]), elem_classes="pc-note")
-                        with gr.Row():
-                            steps = gr.Slider(1, pcd.MAX_STEPS, value=16, step=1, label="Heun steps", min_width=120, elem_id="steps")
-                            samples = gr.Slider(1, pcd.MAX_SAMPLES, value=2, step=1, label="samples", min_width=120, elem_id="samples")
-                        with gr.Row():
-                            seed = gr.Number(value=0, precision=0, label="seed", minimum=0, maximum=SEED_MAX, min_width=80)
-                            bf16 = gr.Checkbox(value=BF16_FAST, label=BF16_LABEL, min_width=80)
-                        run_btn = gr.Button("Compose", variant="primary", elem_id="run", interactive=bool(BG_AVAILABLE))
-                with gr.Row(equal_height=True):
-                    left = gr.Image(label="chosen background", format="png", interactive=False, elem_id="left", buttons=["download"])
-                    right = gr.Image(label="counterpart, same seeds", format="png", interactive=False, elem_id="right", buttons=["download"])
-                hits = gr.Markdown("Press **Compose**: the left panel uses the chosen background, the right one the "
-                                   "other side of the comparison with the same seeds.", elem_id="hits")
-                with gr.Accordion("Where does each concept act? Contribution maps |w_i (D_i − D_b)|", open=False):
-                    gr.Markdown("Each term's push on the denoiser at one noise level σ, evaluated at the empty scene + σ·noise. "
-                                "Under the empty background a term only acts near its own object (factorized "
-                                "conditionals, Def 5.2); under the Bayes background it also has to erase the object "
-                                "p_u would have put anywhere.", elem_classes="pc-note")
-                    with gr.Row():
-                        sigma = gr.Slider(0.05, 20, value=1.0, step=0.05, label="noise level σ", scale=4)
-                        contrib_btn = gr.Button("Show maps", scale=1)
-                    contrib = gr.Image(label="contribution maps (one colour scale)", format="png", interactive=False)
-                    contrib_md = gr.Markdown()
-                clevr_inputs = [objects, background, steps, seed, samples, bf16]
-                examples = []
-                if STATUS["backgrounds"].get("empty"):
-                    examples += [[DEFAULT_OBJECTS, "empty", 16, 0, 4, BF16_FAST],
-                                 [_rows(random_locations(6, 3), [1.0] * 6), "empty", 16, 1, 4, BF16_FAST],
-                                 [[[0.3, 0.5, 1.0], [0.7, 0.5, 1.0], [0.5, 0.7, -1.0]], "empty", 16, 2, 4, BF16_FAST]]
-                if STATUS["backgrounds"].get("clutter"):
-                    examples.append([_rows(random_locations(4, 5), [1.0] * 4), "clutter", 16, 0, 4, BF16_FAST])
-                if examples:
-                    gr.Examples(examples, inputs=clevr_inputs, outputs=[left, right, hits], fn=compose_clevr,
-                                cache_examples=True, cache_mode="lazy", label="Examples (cached after the first run)",
-                                example_labels=["3 objects, empty vs Bayes", "6 objects", "NOT: negative weight",
-                                                "cluttered vs Bayes"][:len(examples)])
-
-                scene.select(on_scene_click, [objects], [objects, scene], api_visibility="private",
-                             concurrency_limit=None)
-                rand_btn.click(random_objects, [k, loc_seed, objects], [objects, scene], api_name="random_objects",
-                               concurrency_limit=None)
-                remove_btn.click(remove_object, [remove_idx, objects], [objects, scene], api_name="remove_object",
-                                 concurrency_limit=None)
-                clear_btn.click(clear_objects, None, [objects, scene], api_name="clear_objects", concurrency_limit=None)
-                objects.input(redraw_scene, [objects], [scene], api_name="redraw_scene", concurrency_limit=None,
-                              trigger_mode="always_last")
-                run_btn.click(compose_clevr, clevr_inputs, [left, right, hits], api_name="compose_clevr",
-                              concurrency_id="sampler", concurrency_limit=CONCURRENCY)
-                contrib_btn.click(contribution_map, [objects, sigma, seed], [contrib, contrib_md],
-                                  api_name="contribution_map", concurrency_id="sampler", concurrency_limit=CONCURRENCY)
-                sigma.release(contribution_map, [objects, sigma, seed], [contrib, contrib_md], api_visibility="private",
-                              concurrency_id="sampler", concurrency_limit=CONCURRENCY)
-                # An API-only endpoint that places an object exactly where a click would.
-                ax, ay, aw = gr.Number(visible=False), gr.Number(visible=False), gr.Number(visible=False)
-                gr.Button(visible=False).click(add_object, [ax, ay, aw, objects], [objects, scene], api_name="add_object",
-                                               concurrency_limit=None)
-
-            # ---------------------------------------------------------------- Colours
-            with gr.Tab("Colours (Fig 5)", id="colours"):
-                gr.Markdown("Compose colour-conditioned one-object models over their unconditional term. The "
-                            "heuristic below (Lemma 8.1) predicts from rendered data, *before* sampling, whether "
-                            "the colours are factorized — they mostly share channels, so expect hybrids or failures.",
-                            elem_classes="pc-note")
-                with gr.Row(equal_height=False):
-                    with gr.Column(scale=4):
-                        colors = gr.CheckboxGroup(COLOR_CLASSES, value=["yellow", "blue"], label="Colours (2 or more)")
-                        cweight = gr.Slider(-2, 3, value=1.0, step=0.1, label="weight of every colour term")
-                        with gr.Row():
-                            csteps = gr.Slider(1, pcd.MAX_STEPS, value=16, step=1, label="Heun steps")
-                            csamples = gr.Slider(1, pcd.MAX_SAMPLES, value=4, step=1, label="samples")
-                        with gr.Row():
-                            cseed = gr.Number(value=0, precision=0, label="seed", minimum=0, maximum=SEED_MAX)
-                            cbf16 = gr.Checkbox(value=BF16_FAST, label=BF16_LABEL)
-                        crun = gr.Button("Compose colours", variant="primary", interactive=bool(STATUS["roles"]["color"]))
-                        if not STATUS["roles"]["color"]:
-                            gr.Markdown("⚠️ No colour checkpoint (dataset preset `color`): sampling is disabled; the "
-                                        "heuristic still works.")
-                    with gr.Column(scale=6):
-                        verdict_md = gr.Markdown()
-                        heat = gr.Image(label="Lemma 8.1 cosines", format="png", interactive=False, height=240)
-                hist = gr.Image(label="Fig 5: per-channel histograms of object pixels (chosen colours bold)",
-                                format="png", interactive=False)
-                cout = gr.Image(label="composed samples", format="png", interactive=False)
-                cmd = gr.Markdown()
-                colors.change(color_preview, [colors], [hist, heat, verdict_md], api_name="color_preview",
-                              concurrency_limit=None)
-                crun.click(compose_colors, [colors, cweight, csteps, cseed, csamples, cbf16], [cout, cmd],
-                           api_name="compose_colors", concurrency_id="sampler", concurrency_limit=CONCURRENCY)
-
-            # ---------------------------------------------------------------- SDXL
-            with gr.Tab("SDXL prompts", id="sdxl"):
-                gr.Markdown("Compose prompts with SDXL: ε_b + Σ w_i (ε_i − ε_b). The background prompt is the "
-                            "paper's \"most critical choice\" (empty = unconditional). Runs where the weights are on "
-                            "disk or a GPU is available.", elem_classes="pc-note")
-                with gr.Row(equal_height=False):
-                    with gr.Column(scale=5):
-                        prompts = gr.Dataframe(value=DEFAULT_PROMPTS, headers=["prompt", "weight"],
-                                               datatype=["str", "number"], type="array", column_count=2, interactive=True,
-                                               label="Prompts and weights (negative = NOT)")
-                        sbg = gr.Textbox(value="", label="Background prompt (empty = unconditional)")
-                        model = gr.Dropdown(SDXL_MODELS, value=SDXL_MODELS[0], label="Model (allow-list)")
-                        model_md = gr.Markdown(sdxl_status(SDXL_MODELS[0]))
-                        with gr.Row():
-                            ssteps = gr.Slider(1, 100, value=30, step=1, label="steps")
-                            ssamples = gr.Slider(1, 4, value=1, step=1, label="samples")
-                            sseed = gr.Number(value=0, precision=0, label="seed", minimum=0, maximum=SEED_MAX)
-                        with gr.Row():
-                            hbtn = gr.Button("Will it compose? (heuristic)")
-                            sbtn = gr.Button("Compose", variant="primary")
-                    with gr.Column(scale=5):
-                        sheat = gr.Image(label="Lemma 8.1 heatmap (CLIP text space)", format="png", interactive=False)
-                        sheat_md = gr.Markdown()
-                        sgal = gr.Gallery(label="composed images", columns=2, height=400)
-                        sout_md = gr.Markdown()
-                model.change(sdxl_status, [model], [model_md], api_name="sdxl_status", concurrency_limit=None)
-                hbtn.click(sdxl_heuristic, [prompts, sbg, model], [sheat, sheat_md], api_name="sdxl_heuristic",
-                           concurrency_id="sdxl", concurrency_limit=1)
-                sbtn.click(sdxl_compose, [prompts, sbg, ssteps, sseed, ssamples, model], [sgal, sout_md],
-                           api_name="sdxl_compose", concurrency_id="sdxl", concurrency_limit=1)
-
-            # ---------------------------------------------------------------- Theory lab
-            with gr.Tab("Theory lab", id="theory"):
-                gr.Markdown("Exact scores, no networks: the same operator and sampler as above on distributions "
-                            "whose composition is known in closed form.", elem_classes="pc-note")
-                with gr.Row(equal_height=False):
-                    with gr.Column(scale=4):
-                        gr.Markdown("**§6.5: 2-D Gaussian experts** over the background N(0, 4I). Expert 1 is narrow in "
-                                    "x1; expert 2 is narrow in x2 (*split*) or also in x1 (*shared*).")
-                        mode = gr.Radio(["split", "shared"], value="split", label="experts")
-                        with gr.Row():
-                            m1x = gr.Slider(-5, 5, value=-2, step=0.1, label="expert 1 mean x1")
-                            m1y = gr.Slider(-5, 5, value=0, step=0.1, label="expert 1 mean x2")
-                        with gr.Row():
-                            m2x = gr.Slider(-5, 5, value=0, step=0.1, label="expert 2 mean x1")
-                            m2y = gr.Slider(-5, 5, value=2, step=0.1, label="expert 2 mean x2")
-                        tsamples = gr.Slider(16, 1024, value=256, step=16, label="samples")
-                        tbtn = gr.Button("Compose", variant="primary")
-                    with gr.Column(scale=6):
-                        tplot = gr.Image(label="composed density (blue), experts (dashed), samples", format="png",
-                                         interactive=False)
-                        tmd = gr.Markdown()
-                gr.Markdown("**App. G (Fig 12):** eight coordinates; p_i switches coordinate i on. Compose a subset "
-                            "over the right background (empty, eq. 17; cluttered, eq. 18) vs Bayes (p_u).")
-                with gr.Row(equal_height=False):
-                    with gr.Column(scale=4):
-                        which = gr.Radio([("eq. 17: empty background", "eq17"), ("eq. 18: cluttered background", "eq18")],
-                                         value="eq17", label="toy")
-                        coords = gr.CheckboxGroup([str(i) for i in range(8)], value=["0", "2", "4", "6"],
-                                                  label="coordinates to compose")
-                        gsamples = gr.Slider(8, 512, value=64, step=8, label="samples")
-                        gbtn = gr.Button("Compose", variant="primary")
-                    with gr.Column(scale=6):
-                        gplot = gr.Image(label="samples (rows) × coordinates", format="png", interactive=False)
-                        gmd = gr.Markdown()
-                tin = [m1x, m1y, m2x, m2y, mode, tsamples]
-                tbtn.click(theory_gauss2d, tin, [tplot, tmd], api_name="theory_gauss2d",
-                           concurrency_id="sampler", concurrency_limit=CONCURRENCY)
-                for s in (m1x, m1y, m2x, m2y):
-                    s.release(theory_gauss2d, tin, [tplot, tmd], api_visibility="private",
-                              concurrency_id="sampler", concurrency_limit=CONCURRENCY)
-                mode.change(theory_gauss2d, tin, [tplot, tmd], api_visibility="private",
-                            concurrency_id="sampler", concurrency_limit=CONCURRENCY)
-                gbtn.click(theory_appg, [which, coords, gsamples], [gplot, gmd], api_name="theory_appg",
-                           concurrency_id="sampler", concurrency_limit=CONCURRENCY)
-
-        app.load(color_preview, [colors], [hist, heat, verdict_md], api_visibility="private", concurrency_limit=None)
+            build_clevr_tab(zoo, cfg, status)
+            build_colours_tab(zoo, cfg, app)
+            build_sdxl_tab(zoo, cfg)
+            build_theory_tab(zoo, cfg)
+    app.queue(default_concurrency_limit=cfg.concurrency, max_size=cfg.queue_size)
+    app.projcomp_config = cfg
     return app
 
 
-demo = build()
-demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+def warm_up(zoo, cfg: Config) -> None:
+    """Load the default composition's nets and run one step, so that the first click is fast; render
+    the colour statistics once. On a GPU every net moves to CUDA (ZeroGPU requires it at start)."""
+    status = cm.zoo_status(zoo)
+    for name in status["checkpoints"]:
+        if cfg.device != "cuda" and zoo.role_of(name) not in ("empty", "location"):
+            continue
+        try:
+            net = zoo.get(name)
+            if cfg.device == "cuda":
+                net.to(cfg.device)
+        except Exception as e:  # noqa: BLE001 - a broken checkpoint is reported when it is used
+            print(f"[app] warm-up skipped {name}: {type(e).__name__}", file=sys.stderr)
+            return
+    try:
+        tcol.statistics(tcol.resolution(zoo))
+    except Exception as e:  # noqa: BLE001
+        print(f"[app] colour statistics not cached: {type(e).__name__}: {e}", file=sys.stderr)
+    if status["settings"]["A"] and cfg.device == "cpu":
+        tc.compose(zoo, [tc.Obj(0.5, 0.6)], "empty", 1, 0, 1, cfg.bf16_fast, parallel=cfg.parallel_sides)
 
-if os.environ.get("PROJCOMP_WARMUP", "1") != "0":  # PROJCOMP_WARMUP=0 skips it (tests)
-    if DEVICE == "cuda":
-        _preload()
-    else:
-        threading.Thread(target=_preload, daemon=True).start()
+
+THEME_HUE = "indigo"
+
+
+def main() -> None:
+    problems = []
+    try:
+        root = cm.resolve_checkpoints()
+    except cm.InputError as e:
+        root = os.environ.get("PROJCOMP_CHECKPOINTS") or "checkpoints"
+        problems.append(str(e))
+    zoo, bad = cm.open_zoo(root)
+    app = create_app(zoo, problems + bad)
+    cfg = app.projcomp_config
+    if os.environ.get("PROJCOMP_WARMUP", "1") != "0":  # PROJCOMP_WARMUP=0 skips it (tests)
+        if cfg.device == "cuda":
+            warm_up(zoo, cfg)
+        else:
+            threading.Thread(target=warm_up, args=(zoo, cfg), daemon=True).start()
+    app.launch(css=CSS, theme=gr.themes.Soft(primary_hue=THEME_HUE), show_error=True)
+
 
 if __name__ == "__main__":
-    demo.launch(css=CSS, theme=gr.themes.Soft(primary_hue="indigo"), show_error=True)
+    main()

@@ -23,7 +23,7 @@ def free_port() -> int:
 def make_zoo(root: str, corrupt: str | None = "clevr-clutter-16") -> str:
     """The four CLEVR roles at the `tiny` training preset's size (random weights); `corrupt` names a
     checkpoint whose weights file is overwritten with garbage (a truncated download)."""
-    from projcomp.demo import write_random_zoo
+    from projcomp.tabs.common import write_random_zoo
 
     write_random_zoo(root, preset="tiny")
     if corrupt:

@@ -15,8 +15,16 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(_TMP, "inductor"))
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
-def build_tiny_zoo(root, resolution=16, seed=0):
-    """Random-weight EDM2 nets in the four CLEVR roles, saved as real checkpoints under `root`."""
+# The location schema of the nets with a colour per object (checkpoints/clevr-object-32 and alike).
+COLOR_LOCATION_SCHEMA = {"type": "location", "dim": 2, "empty": True,
+                         "colors": ["gray", "red", "blue", "green", "brown", "purple", "cyan", "yellow"],
+                         "encoding": "map", "map_sigma": 0.046875}
+
+
+def build_tiny_zoo(root, resolution=16, seed=0, location_schema=None):
+    """Random-weight EDM2 nets in the four CLEVR roles, saved as real checkpoints under `root`.
+    `location_schema` replaces the location net's condition schema (e.g. COLOR_LOCATION_SCHEMA: then
+    it is saved as trained on the location-empty preset, and also models the empty scene)."""
     import torch
 
     from projcomp.checkpoint import save
@@ -26,7 +34,8 @@ def build_tiny_zoo(root, resolution=16, seed=0):
 
     roles = {
         "clevr-empty-%d": ("empty", None),
-        "clevr-location-%d": ("location", {"type": "location", "dim": 2}),
+        "clevr-location-%d": (("location-empty", location_schema) if location_schema
+                              else ("location", {"type": "location", "dim": 2})),
         "clevr-clutter-%d": ("clutter-location", {"type": "location", "dim": 2}),
         "clevr-color-%d": ("color", {"type": "color", "classes": list(CLEVR_COLORS)}),
     }
@@ -47,3 +56,9 @@ def build_tiny_zoo(root, resolution=16, seed=0):
 @pytest.fixture(scope="session")
 def tiny_zoo_dir(tmp_path_factory):
     return build_tiny_zoo(str(tmp_path_factory.mktemp("zoo")))
+
+
+@pytest.fixture(scope="session")
+def tiny_color_zoo_dir(tmp_path_factory):
+    """The tiny zoo with a location net that takes a colour per object and an 'empty' label."""
+    return build_tiny_zoo(str(tmp_path_factory.mktemp("color_zoo")), location_schema=COLOR_LOCATION_SCHEMA)
