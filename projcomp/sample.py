@@ -98,7 +98,8 @@ def _build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--locations", nargs="+", metavar="X,Y", help="object locations in [0,1] image coordinates")
     ap.add_argument("--k", type=int, help="k random locations (from the CLEVR scene sampler) instead of --locations")
     ap.add_argument("--location-seed", type=int, default=0, help="seed of the random locations")
-    ap.add_argument("--colors", nargs="+", help="colour conditionals to compose (Fig 5)")
+    ap.add_argument("--colors", nargs="+", help="alone: colour conditionals to compose (Fig 5); with --setting: one "
+                    "colour per location ('any' = any colour), for nets with a colour per object")
     ap.add_argument("--weights", nargs="+", type=float, help="one weight per term (default 1: the paper's operator)")
     ap.add_argument("--steps", type=int, help="sampler steps (default 32 Heun = 63 network calls)")
     ap.add_argument("--solver", choices=["heun", "euler"], help="ODE solver")
@@ -133,7 +134,7 @@ def build_spec(args, zoo: Zoo) -> CompositionSpec:
         if isinstance(d, dict):
             d.setdefault("sampler", {}).update(sampler)
         return CompositionSpec.from_dict(d)
-    if args.colors:
+    if args.colors and not args.setting:
         return color_spec(zoo, args.colors, seeds, args.weights, sampler, args.resolution)
     if args.setting:
         if args.locations and args.k is not None:
@@ -146,7 +147,12 @@ def build_spec(args, zoo: Zoo) -> CompositionSpec:
             locs = [_parse_xy(s) for s in args.locations]
         else:
             raise CompositionError("locations: --setting needs --locations X,Y ... or --k N")
-        return setting_spec(zoo, args.setting, locs, seeds, args.weights, sampler, args.resolution)
+        colors = None
+        if args.colors:
+            if len(args.colors) != len(locs):
+                raise CompositionError(f"colors: {len(args.colors)} colours for {len(locs)} locations")
+            colors = [None if c == "any" else c for c in args.colors]
+        return setting_spec(zoo, args.setting, locs, seeds, args.weights, sampler, args.resolution, colors=colors)
     raise CompositionError("spec: give a SPEC.json, --setting A|B|C, or --colors")
 
 

@@ -12,19 +12,23 @@ import json
 import os
 from typing import Any, Optional, Sequence
 
+from .errors import ProjcompError
+
 __all__ = ["ROLES", "Zoo", "ZooError"]
 
 # Which dataset preset each model role was trained on (checkpoint config: config["dataset"]["preset"]).
 ROLES = {
     "empty": ("empty",),                         # p_b of setting A: empty scenes (its own net).
-    "location": ("location-empty", "location"),  # p_i of A/B (p_u by the null label; with the
-                                                 # location-empty preset also p_b by the 'empty' label).
+    "location": ("object-empty", "location-empty", "location"),
+                                                 # p_i of A/B (p_u by the null label; with the *-empty
+                                                 # presets also p_b by the 'empty' label; object-empty
+                                                 # adds a colour per object). Earlier = preferred.
     "clutter": ("clutter-location",),            # p_i of C (and the cluttered p_b by its null label).
     "color": ("color",),                         # Fig 5 colour conditionals (and their null label).
 }
 
 
-class ZooError(ValueError):
+class ZooError(ProjcompError, ValueError):
     """A model role has no checkpoint, or a checkpoint folder is unusable; names the folder."""
 
 
@@ -92,7 +96,9 @@ class Zoo:
         if resolution is None:
             pref = [n for n in names if self.resolution_of(n) == self.preferred_resolution()]
             names = pref or names
-        return max(names, key=self.resolution_of)
+        # Highest resolution first; among equals, the preset listed first in ROLES (the newest kind).
+        rank = lambda n: ROLES[role].index((self.entries[n].get("dataset") or {}).get("preset"))  # noqa: E731
+        return max(names, key=lambda n: (self.resolution_of(n), -rank(n)))
 
     def has(self, role: str, resolution: Optional[int] = None) -> bool:
         try:

@@ -1,0 +1,181 @@
+"""The location map encoding and the colour per object (projcomp/nn/conditions.py, issue 15)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from projcomp.nn import ConditionEncoder, ConditionError, Precond
+
+COLORS = ["gray", "red", "blue", "green", "brown", "purple", "cyan", "yellow"]
+SCHEMA = {"type": "location", "dim": 2, "empty": True, "colors": COLORS, "encoding": "map", "map_sigma": 1.5 / 32}
+
+
+def test_old_location_schema_encodes_as_before():
+    # The shipped global-embedding nets must see exactly the vectors they were trained on.
+    enc = ConditionEncoder({"type": "location", "dim": 2, "empty": True})
+    x, y = 0.3, 0.8
+    feats = []
+    for c in (x, y):
+        for k in range(4):
+            feats += [math.cos(math.pi * 2 ** k * c), math.sin(math.pi * 2 ** k * c)]
+    want = torch.tensor(feats + [1.0, 0.0]) / 3.0
+    assert torch.equal(enc.encode((x, y)), want)
+    assert enc.label_dim == 18 and enc.map_channels == 0
+
+
+def test_every_conditional_has_unit_norm_and_its_own_vector():
+    enc = ConditionEncoder(SCHEMA)
+    vals = [(0.3, 0.6), {"xy": (0.3, 0.6), "color": "red"}, {"xy": (0.3, 0.6), "color": "blue"},
+            {"color": "red"}, "empty"]
+    L = enc.encode_batch(vals)
+    assert torch.allclose(L.norm(dim=1), torch.ones(len(vals)))
+    # all distinct, none the null label
+    assert torch.cdist(L, L).add(torch.eye(len(vals))).min() > 0.1
+    assert torch.equal(enc.encode(None), torch.zeros(enc.label_dim))
+
+
+@pytest.mark.parametrize("xy", [(0.0, 0.0), (0.5, 0.25), (0.97, 0.61), (0.12, 0.99)])
+def test_map_peaks_at_the_requested_pixel(xy):
+    enc = ConditionEncoder(SCHEMA)
+    R = 32
+    m = enc.location_map(enc.encode_batch([xy, {"xy": xy, "color": "cyan"}]), R)
+    assert m.shape == (2, 1, R, R)
+    for row in m:
+        iy, ix = divmod(int(row.argmax()), R)
+        # the pixel whose centre (i + 0.5) / R is nearest the requested point
+        assert ix == min(int(xy[0] * R), R - 1) or abs((ix + 0.5) / R - xy[0]) <= 0.5 / R + 1e-6
+        assert iy == min(int(xy[1] * R), R - 1) or abs((iy + 0.5) / R - xy[1]) <= 0.5 / R + 1e-6
+    assert torch.allclose(m[0], m[1])  # the colour does not move the map
+
+
+def test_map_is_zero_where_the_label_has_no_place():
+    enc = ConditionEncoder(SCHEMA)
+    L = torch.cat([enc.encode_batch([{"color": "yellow"}, "empty"]), torch.zeros(1, enc.label_dim)])
+    assert enc.location_map(L, 16).abs().max() == 0
+
+
+def test_part_dropout_keeps_the_other_part_and_never_makes_a_null_label():
+    enc = ConditionEncoder(SCHEMA)
+    full = enc.encode_batch([{"xy": (0.2, 0.7), "color": "green"}, "empty", {"color": "red"}, (0.4, 0.4)])
+    no_col = enc.without(full, "color")
+    assert torch.allclose(no_col[0], enc.encode((0.2, 0.7)))
+    assert torch.equal(no_col[1], full[1])            # the empty scene stays the empty scene
+    assert torch.equal(no_col[2], full[2])            # colour only: nothing would be left, unchanged
+    no_loc = enc.without(full, "location")
+    assert torch.allclose(no_loc[0], enc.encode({"color": "green"}))
+    assert torch.equal(no_loc[3], full[3])
+    assert (no_col.norm(dim=1) > 0.99).all() and (no_loc.norm(dim=1) > 0.99).all()
+
+
+def test_bad_values_name_the_problem():
+    enc = ConditionEncoder(SCHEMA)
+    with pytest.raises(ConditionError, match="'mauve'"):
+        enc.encode({"xy": (0.5, 0.5), "color": "mauve"})
+    with pytest.raises(ConditionError, match="unknown key 'size'"):
+        enc.encode({"xy": (0.5, 0.5), "size": "large"})
+    with pytest.raises(ConditionError, match="no colour per object"):
+        ConditionEncoder({"type": "location", "dim": 2}).encode({"xy": (0.5, 0.5), "color": "red"})
+    with pytest.raises(ConditionError, match="encoding"):
+        ConditionEncoder({**SCHEMA, "encoding": "fourier"})
+
+
+def _net(schema, seed=0):
+    torch.manual_seed(seed)
+    net = Precond(img_resolution=16, img_channels=3, label_dim=ConditionEncoder(schema).label_dim, condition=schema,
+                  logvar_channels=16, model_channels=16, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[8],
+                  channels_per_head=16)
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            if n.endswith("gain"):
+                p.fill_(1.0)
+    return net.eval()
+
+
+def test_the_map_reaches_the_network_as_an_input_channel():
+    net = _net(SCHEMA)
+    first = net.unet.enc["16x16_conv"]
+    assert first.weight.shape[1] == 3 + 1 + 1  # image + ones + the location map
+    glob = _net({k: v for k, v in SCHEMA.items() if k not in ("encoding", "map_sigma")})
+    assert glob.unet.enc["16x16_conv"].weight.shape[1] == 3 + 1
+    # With the label embedding switched off, only the map carries the place: moving it moves D.
+    with torch.no_grad():
+        net.unet.emb_label.weight.zero_()
+    x = torch.randn(1, 3, 16, 16)
+    c = net.encoder.encode_batch([(0.2, 0.2), (0.8, 0.8)])
+    with torch.no_grad():
+        d = net(x.expand(2, -1, -1, -1), torch.tensor([1.0, 1.0]), c)
+    assert (d[0] - d[1]).abs().max() > 1e-3
+    # and the map enters locally: the change is largest near the two places, not uniform
+    diff = (d[0] - d[1]).abs().sum(0).numpy()
+    near = diff[1:6, 1:6].mean() + diff[10:15, 10:15].mean()
+    far = diff[1:6, 10:15].mean() + diff[10:15, 1:6].mean()
+    assert near > far
+
+
+def test_training_part_dropout_gives_every_conditional(tmp_path):
+    from projcomp.clevr.datasets import make_dataset
+    from projcomp.train import Trainer, resolve_config
+
+    data = str(tmp_path / "obj.zip")
+    make_dataset("object-empty", 48, 16, data, seed=2, workers=1, progress=False)
+    cfg = resolve_config("tiny", {"cond_encoding": "map", "color_dropout": 0.4, "location_dropout": 0.5,
+                                  "label_dropout": 0.1, "duration": 64})
+    tr = Trainer(cfg, data, str(tmp_path / "run"), progress=False)
+    assert tr.net.unet.map_channels == 1 and tr.condition["encoding"] == "map"
+    _, labels, _, _ = tr._micro_batch(0, 400)
+    enc = tr.encoder
+    has_loc = labels[:, 4 * enc.num_freqs] > 0
+    has_col = labels[:, enc.loc_dim:enc.loc_dim + len(enc.colors)].abs().sum(1) > 0
+    is_empty = labels[:, -1] > 0
+    null = labels.abs().sum(1) == 0
+    kinds = {"both": (has_loc & has_col).float().mean(), "loc": (has_loc & ~has_col).float().mean(),
+             "col": (~has_loc & has_col).float().mean(), "empty": is_empty.float().mean(), "null": null.float().mean()}
+    assert all(v > 0.02 for v in kinds.values()), kinds
+    assert abs(float(kinds["null"]) - 0.1) < 0.06
+    # Runs without part dropout keep their random streams (the shipped nets' recipe is unchanged).
+    cfg0 = resolve_config("tiny", {"duration": 64})
+    tr0 = Trainer(cfg0, data, str(tmp_path / "run0"), progress=False)
+    cfg1 = resolve_config("tiny", {"duration": 64, "color_dropout": 0.3})
+    tr1 = Trainer(cfg1, data, str(tmp_path / "run1"), progress=False)
+    a, b = tr0._micro_batch(0, 8), tr1._micro_batch(0, 8)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[2], b[2]) and torch.equal(a[3], b[3])
+
+
+def test_setting_spec_asks_each_place_for_its_colour(tmp_path):
+    from conftest import COLOR_LOCATION_SCHEMA, build_tiny_zoo
+
+    from projcomp.compose import CompositionError
+    from projcomp.experiments import setting_spec
+    from projcomp.zoo import Zoo
+
+    zoo = Zoo(build_tiny_zoo(str(tmp_path / "zoo"), location_schema=COLOR_LOCATION_SCHEMA))
+    spec = setting_spec(zoo, "A", [(0.3, 0.6), (0.7, 0.6)], [0], colors=["red", None])
+    assert spec.terms[0].cond == {"xy": [0.3, 0.6], "color": "red"}
+    assert spec.terms[1].cond == [0.7, 0.6]
+    assert spec.background.cond == "empty"
+    with pytest.raises(CompositionError, match=r"colors\[1\]: 'mauve'"):
+        setting_spec(zoo, "A", [(0.3, 0.6), (0.7, 0.6)], [0], colors=["red", "mauve"])
+    plain = Zoo(build_tiny_zoo(str(tmp_path / "zoo2")))
+    with pytest.raises(CompositionError, match="no colour per object"):
+        setting_spec(plain, "A", [(0.3, 0.6)], [0], colors=["red"])
+
+
+def test_judge_scores_colour_and_contrast_on_a_rendered_scene():
+    from projcomp.clevr.render import render
+    from projcomp.clevr.scene import sample_scene
+    from projcomp.evaluate import judge_locations
+
+    R = 32
+    scene = sample_scene([5, 1], 2, resolution=R)
+    img = render(scene, R)
+    objs = scene["objects"]
+    places = [[o["pixel_coords"][0] / R, o["pixel_coords"][1] / R] for o in objs]
+    empty_place = [0.5, 0.95] if all(abs(p[1] - 0.95) > 0.15 for p in places) else [0.5, 0.05]
+    v = judge_locations(img, places + [empty_place], colors=[o["color"] for o in objs] + ["red"])
+    assert v["hits"][:2] == [True, True] and v["color_match"][:2] == [True, True]
+    assert v["color_match"][2] is None  # nothing there to match
+    assert min(v["contrast"][:2]) > 2 * v["contrast"][2]
+    wrong = judge_locations(img, places, colors=[c for c in ("cyan", "yellow")])
+    assert wrong["color_match"] != [True, True] or {o["color"] for o in objs} == {"cyan", "yellow"}
