@@ -409,11 +409,12 @@ def build_clevr_tab(zoo, cfg: Config, status: dict) -> dict:
 def build_colours_tab(zoo, cfg: Config, app: gr.Blocks) -> None:
     classes = tcol.color_classes(zoo)
     res = tcol.resolution(zoo)
-    can_sample = zoo.has("color")
+    can_sample = tcol.has_color_net(zoo)
+    bg = tcol.background(zoo)
 
     @guard
     def preview(colors):
-        hist, heat, md = tcol.preview(colors, classes, res)
+        hist, heat, md = tcol.preview(colors, classes, res, bg)
         return cm.figure_to_image(hist), (cm.figure_to_image(heat) if heat is not None else None), md
 
     def _duration(colors, weight, steps, seed, samples, *a, **k):

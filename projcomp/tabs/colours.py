@@ -5,15 +5,11 @@ the colour statistics may be reworked here without touching the other tabs."""
 
 from __future__ import annotations
 
-import functools
-import json
 import os
-import threading
 import time
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
-import torch
 
 from ..experiments import Zoo
 from ..sampling import SamplerConfig, sample
@@ -28,18 +24,42 @@ EXAMPLES = [
 ]
 
 
+def _spec(zoo: Zoo):
+    """The Fig 5 spec the tab samples (experiments.color_spec picks the net and background), or None."""
+    from ..experiments import color_spec
+
+    try:
+        return color_spec(zoo, ["yellow", "blue"], [0])
+    except ValueError:
+        return None
+
+
+def has_color_net(zoo: Zoo) -> bool:
+    return _spec(zoo) is not None
+
+
 def color_classes(zoo: Zoo) -> list:
     """The colour net's classes (its schema's "classes" or "colors"), else CLEVR's eight."""
     from ..clevr.scene import CLEVR_COLORS
 
-    if zoo.has("color"):
-        cond = zoo.entries[zoo.find("color")].get("condition") or {}
+    spec = _spec(zoo)
+    if spec is not None:
+        cond = zoo.entries[spec.terms[0].model].get("condition") or {}
         return list(cond.get("classes") or cond.get("colors") or CLEVR_COLORS)
     return list(CLEVR_COLORS)
 
 
 def resolution(zoo: Zoo) -> int:
-    return zoo.resolution_of(zoo.find("color")) if zoo.has("color") else 32
+    spec = _spec(zoo)
+    return zoo.resolution_of(spec.terms[0].model) if spec is not None else 32
+
+
+def background(zoo: Zoo) -> str:
+    """What the tab composes over, for Lemma 8.1's μ_b: 'empty' (the empty scene) or 'any' (null label)."""
+    spec = _spec(zoo)
+    if spec is None or spec.background.cond == "empty" or zoo.role_of(spec.background.model) == "empty":
+        return "empty"
+    return "any"
 
 
 def parse_colors(colors, classes: Sequence[str]) -> list:
@@ -57,104 +77,30 @@ def parse_colors(colors, classes: Sequence[str]) -> list:
 # ---------------------------------------------------------------------------------------------
 # Statistics and the verdict before sampling.
 
-_LOCK = threading.Lock()
-
-
 def _cache_dir() -> str:
     d = os.environ.get("PROJCOMP_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "projcomp")
     os.makedirs(d, exist_ok=True)
     return d
 
 
-@functools.lru_cache(maxsize=4)
 def statistics(res: int = 32, n_per_color: Optional[int] = None, seed: int = 0) -> dict:
-    """Object pixels of rendered one-object scenes per CLEVR colour: per-channel histograms (Fig 5)
-    and mean sRGB colour. Rendered once, then cached on disk ($PROJCOMP_CACHE).
+    """Colour statistics of our renders (projcomp.clevr.colorstats, cached on disk in $PROJCOMP_CACHE).
     `n_per_color` defaults to $PROJCOMP_COLOR_SAMPLES or 24 scenes per colour."""
-    from ..clevr.detect import detect
-    from ..clevr.render import render
-    from ..clevr.scene import CLEVR_COLORS, sample_scene
+    from ..clevr.colorstats import colour_statistics
 
-    n_per_color = int(n_per_color or os.environ.get("PROJCOMP_COLOR_SAMPLES") or 24)
-    path = os.path.join(_cache_dir(), f"color_stats_r{res}_n{n_per_color}_s{seed}_v1.json")
-    with _LOCK:
-        if os.path.isfile(path):
-            try:
-                with open(path) as f:
-                    return json.load(f)
-            except (OSError, ValueError):
-                pass
-        bins = np.linspace(0, 256, 33)
-        stats = {"bins": bins.tolist(), "hist": {}, "mean": {}, "pixels": {}}
-        for ci, c in enumerate(CLEVR_COLORS):
-            px = []
-            for i in range(n_per_color):
-                scene = sample_scene([seed, 7, ci, i], num_objects=1, forced={"color": c}, resolution=res)
-                img = render(scene, resolution=res)
-                _, labels = detect(img, return_labels=True)
-                if labels.max() > 0:
-                    px.append(img[labels > 0])
-            px = np.concatenate(px).astype(np.float64) if px else np.zeros((0, 3))
-            stats["hist"][c] = [np.histogram(px[:, ch], bins=bins, density=True)[0].tolist() for ch in range(3)]
-            stats["mean"][c] = px.mean(0).tolist() if len(px) else [0.0, 0.0, 0.0]
-            stats["pixels"][c] = int(len(px))
-        tmp = path + f".{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(stats, f)
-        os.replace(tmp, path)
-        return stats
+    n = int(n_per_color or os.environ.get("PROJCOMP_COLOR_SAMPLES") or 24)
+    return colour_statistics(res, n=n, seed=seed, cache_dir=_cache_dir())
 
 
-def verdict(colors: Sequence[str], stats: dict) -> dict:
-    """Lemma 8.1 on object colour: cosines of (μ_c − μ_u) in RGB, μ_u = the mean over all colours
-    (the unconditional object). Large |cos| predicts a failed (hybrid) composition."""
-    from ..heuristic import mean_difference_cosines, verdict as _verdict
+def preview(colors: Sequence[str], classes: Sequence[str], res: int, bg: str = "empty") -> tuple:
+    """(histogram figure, heatmap figure or None, verdict markdown) before any sampling: Lemma 8.1
+    on whole-image means over the background `bg` the tab composes over (colorstats.preview)."""
+    from ..clevr.colorstats import preview as colour_preview
 
-    all_px = sum(stats["pixels"].values())
-    mu_u = sum(np.array(stats["mean"][c]) * stats["pixels"][c] for c in stats["mean"]) / max(all_px, 1)
-    names, M = mean_difference_cosines({c: torch.tensor(stats["mean"][c]) for c in colors}, torch.tensor(mu_u))
-    return {"names": names, "matrix": M, "verdict": _verdict(names, M), "mu_u": mu_u.tolist()}
-
-
-def histogram_figure(colors: Sequence[str], stats: dict):
-    """Fig 5 (right): per-channel histograms of object pixels, the chosen colours in bold."""
-    import matplotlib.pyplot as plt
-    from ..clevr.scene import CLEVR_RGB
-
-    bins = np.array(stats["bins"])
-    fig, axes = plt.subplots(1, 3, figsize=(9.5, 2.7), dpi=90)
-    for ch, ax in enumerate(axes):
-        for c, h in stats["hist"].items():
-            chosen = c in colors
-            rgb = np.array(CLEVR_RGB[c]) / 255 if c in CLEVR_RGB else None
-            ax.stairs(h[ch], bins, color=rgb, lw=2.2 if chosen else 0.7, alpha=1.0 if chosen else 0.35,
-                      label=c if chosen else None)
-        ax.set_title(f"{'RGB'[ch]} channel of object pixels", fontsize=10)
-        ax.set_yticks([])
-        ax.tick_params(labelsize=8)
-    if colors:
-        axes[-1].legend(fontsize=8, loc="upper right")
-    fig.tight_layout()
-    return fig
-
-
-def preview(colors: Sequence[str], classes: Sequence[str], res: int) -> tuple:
-    """(histogram figure, heatmap figure or None, verdict markdown) before any sampling."""
     colors = [c for c in (colors or []) if c in classes]
-    stats = statistics(res)
-    hist = histogram_figure(colors, stats)
-    if len(colors) < 2:
-        return hist, None, "Pick two or more colours to see the verdict."
-    v = verdict(colors, stats)
-    heat = cosine_heatmap(v["names"], v["matrix"], title="cos(μ_c − μ_u) in RGB")
-    vd = v["verdict"]
-    rows = "\n".join(f"| {p['a']} + {p['b']} | {p['cos']:+.2f} | {'yes' if p['composes'] else 'no'} |"
-                     for p in vd["pairs"])
-    md = (f"**Heuristic (Lemma 8.1): {vd['summary']}** (|cos| ≤ {vd['threshold']} passes).\n\n"
-          "Factorized conditionals have orthogonal mean differences; colour lives in the same three channels for "
-          "every object, so colours mostly are *not* factorized (Fig 5).\n\n"
-          "| pair | cos | composes? |\n|---|---|---|\n" + rows)
-    return hist, heat, md
+    p = colour_preview(colors, res, background=bg, cache_dir=_cache_dir())
+    heat = None if p["matrix"] is None else cosine_heatmap(p["names"], p["matrix"], title="cos(μ_c − μ_b), whole images")
+    return p["figure"], heat, p["markdown"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,7 +108,7 @@ def preview(colors: Sequence[str], classes: Sequence[str], res: int) -> tuple:
 
 
 def check_request(zoo: Zoo, colors, w, steps, seed, samples) -> tuple:
-    if not zoo.has("color"):
+    if not has_color_net(zoo):
         raise InputError("colours", f"no colour-conditioned checkpoint in {zoo.root!r}")
     colors = parse_colors(colors, color_classes(zoo))
     w = weight(w, "weight")
