@@ -241,6 +241,45 @@ def _table_row(setting: str, k: int, stats: dict) -> dict:
             "color_match_at_hits": stats["col_ok"] / stats["col_n"] if stats["col_n"] else None}
 
 
+LEAK_SIGMAS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+@torch.no_grad()
+def leak(net, k: int = 4, location_sets: int = 4, images: int = 8, sigmas: Sequence[float] = LEAK_SIGMAS,
+         radius: float = 0.15, seed: int = 0) -> list:
+    """What Def 5.1 multiplies: per noise level, the mean |D_i - D_b| AWAY from object i (pixels
+    farther than `radius` image widths from its place: the leak, which k terms add k times) and
+    NEAR it (within `radius`: the object the term is for), over noisy empty scenes x = x0 + sigma n
+    (x0 rendered by the renderer), D_b the net's 'empty' label. Exact factorized conditionals
+    (Def 5.2) have zero leak. Returns one row per sigma."""
+    from .clevr.render import render
+    from .clevr.scene import sample_scene
+
+    R = net.img_resolution
+    x0 = torch.from_numpy(np.stack([render(sample_scene([0x1EA4, seed, i], 0, resolution=R), R)
+                                    for i in range(images)])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    yy, xx = torch.meshgrid((torch.arange(R) + 0.5) / R, (torch.arange(R) + 0.5) / R, indexing="ij")
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for sigma in sigmas:
+        far, near = [], []
+        for j in range(location_sets):
+            locs = random_locations(k, seed=j)
+            x = x0 + sigma * torch.randn(x0.shape, generator=g)
+            conds = [net.encode_cond(xy) for xy in locs] + [net.encode_cond("empty")]
+            xb = x.repeat(len(conds), 1, 1, 1)
+            cb = torch.stack(conds).repeat_interleave(images, 0)
+            D = net(xb, torch.full((xb.shape[0],), float(sigma)), cb).reshape(len(conds), images, 3, R, R)
+            for i, (px, py) in enumerate(locs):
+                diff = (D[i] - D[-1]).abs().mean(1)  # [images, R, R], mean over channels
+                mask = ((xx - px) ** 2 + (yy - py) ** 2) <= radius ** 2
+                near.append(float(diff[:, mask].mean()))
+                far.append(float(diff[:, ~mask].mean()))
+        rows.append({"sigma": float(sigma), "leak_far": float(np.mean(far)), "signal_near": float(np.mean(near)),
+                     "leak_ratio": float(np.mean(far) / max(np.mean(near), 1e-12))})
+    return rows
+
+
 def _write_table1(rows: list, per_image: list, outdir: str) -> None:
     _write_table(rows, outdir, "table1", "Table 1 (detector counts): exact-count rate, per-location hit rate, mean detected count")
     with open(os.path.join(outdir, "per_image.json"), "w") as f:
@@ -417,9 +456,13 @@ def main(argv=None) -> int:
     p5.add_argument("--grid-cols", type=int, default=8, help="first N seeds per pair in the grids")
     pt = sub.add_parser("theory", help="the exact-score toys (App. G eq. 17/18, 2-D experts, feature maps)")
     pr = sub.add_parser("rejudge", help="Table 1 again from a fig3 --outdir's samples.npz with the current detector")
+    pl = sub.add_parser("leak", help="|D_i - D_b| away from / near object i per noise level (what Def 5.1 adds k times)")
+    pl.add_argument("--checkpoint", nargs="+", required=True, help="checkpoint folder(s) of a net with an 'empty' label")
+    pl.add_argument("--k", type=int, default=4, help="places per location set")
+    pl.add_argument("--location-sets", type=int, default=4)
     for p in list(sub.choices.values()):
         p.add_argument("--outdir", required=True)
-        if p in (pt, pr):
+        if p in (pt, pr, pl):
             continue
         p.add_argument("--seeds", nargs="+", default=["0-7"])
         p.add_argument("--steps", type=int, default=32)
@@ -440,6 +483,18 @@ def main(argv=None) -> int:
     try:
         if args.cmd == "rejudge":
             rows = rejudge(args.outdir)
+            for r in rows:
+                print(json.dumps(r))
+            return 0
+        if args.cmd == "leak":
+            from .checkpoint import load
+            rows = []
+            for folder in args.checkpoint:
+                net = load(folder, channels_last=False)
+                seen = (getattr(net, "config", {}) or {}).get("images_seen")
+                for r in leak(net, k=args.k, location_sets=args.location_sets):
+                    rows.append({"checkpoint": os.path.basename(os.path.normpath(folder)), "images_seen": seen, **r})
+            _write_table(rows, args.outdir, "leak", "Leak |D_i - D_b| away from object i vs near it, per sigma")
             for r in rows:
                 print(json.dumps(r))
             return 0

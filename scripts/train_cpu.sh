@@ -17,8 +17,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-N_OBJ=${N_OBJ:-32768}; N_CLU=${N_CLU:-32768}; SEED=${SEED:-1}
-DUR_OBJ=${DUR_OBJ:-128Ki}; DUR_CLU=${DUR_CLU:-64Ki}
+N_OBJ=${N_OBJ:-32768}; N_CLU=${N_CLU:-8192}; SEED=${SEED:-1}
+DUR_OBJ=${DUR_OBJ:-128Ki}; DUR_CLU=${DUR_CLU:-40Ki}
 DATA=data; RUNS=runs
 mkdir -p "$DATA" "$RUNS" checkpoints logs
 
