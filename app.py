@@ -158,7 +158,7 @@ def status_markdown(zoo, status: dict, problems) -> str:
     have = ", ".join(f"{role}: `{n}`" for role, n in r.items() if n) or "none"
     if status["empty_label"] and not r["empty"]:
         have += f" (empty scene: the 'empty' label of `{r['location']}`)"
-    lines = [f"Checkpoints from `{zoo.root}` — {have}."]
+    lines = [f"Checkpoints from `{os.path.basename(os.path.normpath(zoo.root))}` — {have}."]
     others = [x for x in zoo.resolutions() if x != zoo.preferred_resolution()]
     if others:
         lines.append("Also on disk at " + ", ".join(f"{x}×{x}" for x in others) + ": restart with "
@@ -568,7 +568,7 @@ def build_sdxl_tab(zoo, cfg: Config) -> None:
                                        label="Prompts and weights (negative = NOT)", elem_id="prompts")
                 sbg = gr.Textbox(value="", label="Background prompt (empty = unconditional)")
                 with gr.Row():
-                    ssteps = Slider(1, 100, value=30, step=1, label="steps")
+                    ssteps = Slider(1, 100, value=30, step=1, label="steps", elem_id="sdxl-steps")
                     ssamples = Slider(1, 4, value=1, step=1, label="samples")
                     sseed = gr.Number(value=0, precision=0, label="seed")
                 with gr.Row():

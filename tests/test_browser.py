@@ -1,6 +1,9 @@
-"""The app in headless Chromium (Debian's `chromium`, driven by Playwright's Python client):
-place three objects by clicking on the scene, compose, and see both result panels and the hit
-counts. Saves a screenshot to $PROJCOMP_ARTIFACTS (default: a pytest temp folder).
+"""The app in headless Chromium (Debian's `chromium`, driven by Playwright's Python client), as a
+first-time visitor at 1280×800: compose and watch the progress text change, find the Compose button
+and both result panels in view; click every example on every tab (result images, no error);
+place objects by clicking, select one by clicking its ring, delete it (table and rings agree);
+bad inputs give exactly one message naming the field. Saves the first view after composing to
+$PROJCOMP_ARTIFACTS/app_clevr.png (default: a pytest temp folder).
 
 Random-weight `tiny` checkpoints by default; $PROJCOMP_TEST_CHECKPOINTS=checkpoints runs the same
 test over the shipped models (with $PROJCOMP_TEST_STEPS steps, default 2) -- that is how the
@@ -26,23 +29,100 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from app_server import AppServer, make_zoo  # noqa: E402
 
 
+import base64  # noqa: E402
+import io  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+VIEW = {"width": 1280, "height": 800}
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def tiny_sdxl(tmp_path_factory):
+    """A tiny random SDXL pipeline folder (so the SDXL examples can run here), or None."""
+    path = str(tmp_path_factory.mktemp("tiny_sdxl"))
+    try:
+        from projcomp.testing import tiny_sdxl_pipeline
+        tiny_sdxl_pipeline(path)
+    except Exception as e:  # noqa: BLE001 - diffusers missing: the SDXL examples are checked disabled
+        print(f"tiny SDXL pipeline unavailable: {e}")
+        return None
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_sdxl):
     zoo = os.environ.get("PROJCOMP_TEST_CHECKPOINTS") or make_zoo(str(tmp_path_factory.mktemp("zoo")), corrupt=None)
-    srv = AppServer(os.path.abspath(zoo))
+    srv = AppServer(os.path.abspath(zoo), env={"PROJCOMP_SDXL_MODELS": tiny_sdxl or ""})
     yield srv
     srv.close()
 
 
 @pytest.fixture(scope="module")
-def page():
+def browser():
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
             "--disable-sync", "--disable-dev-shm-usage"])
-        pg = browser.new_page(viewport={"width": 1400, "height": 1100})
-        yield pg
-        browser.close()
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    pg = browser.new_page(viewport=VIEW)
+    pg.set_default_timeout(120_000)
+    pg.goto(server.url)
+    pg.locator("#scene img").wait_for(state="visible")
+    pg.wait_for_timeout(500)
+    yield pg
+    print(server.read_log()[-3000:])
+    pg.close()
+
+
+@pytest.fixture
+def artifacts(tmp_path_factory):
+    out = os.environ.get("PROJCOMP_ARTIFACTS") or str(tmp_path_factory.mktemp("artifacts"))
+    os.makedirs(out, exist_ok=True)
+    return out
+
+
+STEPS = os.environ.get("PROJCOMP_TEST_STEPS")
+
+
+def _watch(page, sel):
+    """Record every distinct text `sel` shows from now on (window.__seen[sel])."""
+    page.evaluate("""sel => { window.__seen = window.__seen || {}; const el = document.querySelector(sel);
+        const log = window.__seen[sel] = [el.innerText];
+        new MutationObserver(() => { const t = el.innerText; if (log[log.length - 1] !== t) log.push(t); })
+          .observe(el, {subtree: true, childList: true, characterData: true}); }""", sel)
+
+
+def _seen(page, sel):
+    return page.evaluate("sel => window.__seen[sel]", sel)
+
+
+def _wait_done(page, sel, timeout=300_000):
+    """Wait until `sel` (watched) showed a sampling text and now says Done."""
+    page.wait_for_function("""sel => { const log = window.__seen[sel] || [];
+        return log.some(t => t.includes('Sampling')) && log[log.length - 1].startsWith('Done'); }""",
+                           arg=sel, timeout=timeout)
+
+
+def _toasts(page):
+    return page.locator(".toast-message-text").all_inner_texts()
+
+
+def _no_error(page):
+    assert _toasts(page) == [], _toasts(page)
+    for sel in ("#left", "#right", "#progress", "#hits"):
+        if page.locator(sel).count():
+            assert "Error" not in page.locator(sel).inner_text(), (sel, page.locator(sel).inner_text())
+
+
+def _image_loaded(page, sel):
+    return page.locator(f"{sel} img").first.evaluate("img => img.complete && img.naturalWidth > 0")
 
 
 def _coords(page) -> list:
@@ -56,55 +136,151 @@ def _wait_rows(page, n, timeout=30_000):
         arg=n, timeout=timeout)
 
 
-@pytest.fixture
-def artifacts(tmp_path_factory):
-    out = os.environ.get("PROJCOMP_ARTIFACTS") or str(tmp_path_factory.mktemp("artifacts"))
-    os.makedirs(out, exist_ok=True)
-    return out
+def _set_slider(page, sel, value):
+    page.locator(f"{sel} input[type=number]").fill(str(value))
+    page.locator(f"{sel} input[type=number]").press("Enter")
 
 
-def test_click_three_objects_and_compose(server, page, artifacts):
-    try:
-        _click_three_and_compose(server, page, artifacts)
-    except Exception:
-        page.screenshot(path=os.path.join(artifacts, "app_clevr_failure.png"), full_page=True)
-        print(server.read_log())
-        raise
+def _inside(box):
+    return (box is not None and box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= VIEW["width"]
+            and box["y"] + box["height"] <= VIEW["height"])
 
 
-def _click_three_and_compose(server, page, out):
-    page.set_default_timeout(60_000)
-    page.goto(server.url)
-    scene = page.locator("#scene img")
-    scene.wait_for(state="visible")
-    page.get_by_role("button", name="Clear").click()
-    _wait_rows(page, 0)
-    page.wait_for_timeout(1000)  # let the scene image finish updating before clicking on it
-    for n, (fx, fy) in enumerate(((0.3, 0.55), (0.7, 0.55), (0.5, 0.75)), start=1):
-        box = scene.bounding_box()
-        page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
-        _wait_rows(page, n)
-        page.wait_for_timeout(500)
-    xs = _coords(page)
-    assert len(xs) == 6, xs
-    # The three clicks landed where they were aimed (x, y in [0, 1] image coordinates).
-    for want in (0.3, 0.55, 0.7, 0.5, 0.75):
-        assert any(abs(v - want) < 0.05 for v in xs), (want, xs)
-    # Fewer steps and samples so the run is quick on a shared CPU.
-    page.locator("#steps input[type=number]").fill(os.environ.get("PROJCOMP_TEST_STEPS", "2"))
-    page.locator("#steps input[type=number]").press("Enter")
-    page.locator("#samples input[type=number]").fill("2")
-    page.locator("#samples input[type=number]").press("Enter")
+def test_first_visit_compose_progress_and_layout(page, artifacts):
+    """At 1280×800: Compose, the progress text changes at least twice while sampling, the Compose
+    button and both result panels are in view afterwards, the results carry the hit counts."""
+    if STEPS:
+        _set_slider(page, "#steps", STEPS)
+        page.wait_for_timeout(300)
+    page.evaluate("window.scrollTo(0, 0)")
+    _watch(page, "#progress")
     page.locator("#run").click()
-    page.locator("#left img").wait_for(state="visible", timeout=120_000)
-    page.locator("#right img").wait_for(state="visible", timeout=120_000)
-    page.wait_for_function("document.querySelector('#hits').innerText.includes('places hit')", timeout=120_000)
+    _wait_done(page, "#progress")
+    page.wait_for_function("document.querySelector('#hits').innerText.includes('places hit')")
+    sampling = [t for t in _seen(page, "#progress") if t.startswith("Sampling")]
+    print("progress texts seen:", len(sampling), sampling[:3], "...", sampling[-1:])
+    assert len(sampling) >= 3, sampling  # the text changed at least twice during the composition
+    assert _image_loaded(page, "#left") and _image_loaded(page, "#right")
+    _no_error(page)
     hits = page.locator("#hits").inner_text()
-    assert re.search(r"\d+ / 6", hits), hits  # 3 objects x 2 samples, on each side
     assert "A: empty background" in hits and "B: unconditional background" in hits
-    for side in ("#left img", "#right img"):
-        assert page.locator(side).evaluate("img => img.complete && img.naturalWidth > 0")
-    path = os.path.join(out, "app_clevr.png")
-    page.screenshot(path=path, full_page=True)
+    assert re.search(r"\d+ / 12", hits), hits  # 3 objects x 4 samples per side
+    boxes = {sel: page.locator(sel).bounding_box() for sel in ("#run", "#left", "#right")}
+    print("bounding boxes at 1280x800:", boxes, "scrollY", page.evaluate("window.scrollY"))
+    assert all(_inside(b) for b in boxes.values()), boxes
+    path = os.path.join(artifacts, "app_clevr.png")
+    page.screenshot(path=path)
     assert os.path.getsize(path) > 10_000
     print(f"screenshot: {path}\n{hits}")
+
+
+def _scene_pixels(page) -> np.ndarray:
+    """The scene image exactly as served (PNG, lossless), read back through a canvas."""
+    from PIL import Image
+
+    url = page.locator("#scene img").evaluate("""img => { const c = document.createElement('canvas');
+        c.width = img.naturalWidth; c.height = img.naturalHeight; c.getContext('2d').drawImage(img, 0, 0);
+        return c.toDataURL('image/png'); }""")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
+
+
+def _click_scene(page, fx, fy):
+    box = page.locator("#scene img").bounding_box()
+    page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+
+
+def test_click_to_place_select_a_ring_and_delete_it(page):
+    from projcomp.tabs import clevr
+
+    page.locator("#clear").click()
+    _wait_rows(page, 0)
+    page.wait_for_timeout(800)
+    for n, (fx, fy) in enumerate(((0.3, 0.55), (0.7, 0.55), (0.5, 0.75)), start=1):
+        _click_scene(page, fx, fy)
+        _wait_rows(page, n)
+        page.wait_for_timeout(400)
+    xs = _coords(page)
+    for want in (0.3, 0.55, 0.7, 0.5, 0.75):  # the clicks landed where they were aimed
+        assert any(abs(v - want) < 0.03 for v in xs), (want, xs)
+    _click_scene(page, 0.705, 0.56)  # on ring 2
+    page.wait_for_function("document.querySelector('#scene-note').innerText.includes('Object 2 selected')")
+    page.wait_for_timeout(500)
+    objs = clevr.parse_objects([xs[i:i + 2] for i in range(0, 6, 2)])
+    assert np.array_equal(_scene_pixels(page), clevr.draw_scene(objs, 1))  # ring 2 drawn as selected
+    page.locator("#delete").click()
+    _wait_rows(page, 2)
+    page.wait_for_function("document.querySelector('#scene-note').innerText.includes('deleted')")
+    page.wait_for_timeout(800)
+    left = _coords(page)
+    assert len(left) == 4 and not any(abs(v - 0.7) < 0.03 for v in left[0::2]), left
+    # Table and rings agree: the scene is exactly the drawing of the table's objects, none selected.
+    objs = clevr.parse_objects([left[i:i + 2] for i in range(0, 4, 2)])
+    assert np.array_equal(_scene_pixels(page), clevr.draw_scene(objs, None))
+    assert _toasts(page) == []
+
+
+def test_every_example_on_every_tab(page, tiny_sdxl):
+    timings = {}
+    page.evaluate("window.scrollTo(0, 0)")
+    for i in range(page.locator("[id^=ex-clevr-]").count()):
+        btn = page.locator(f"#ex-clevr-{i}")
+        label = btn.inner_text()
+        _watch(page, "#progress")
+        t0 = time.time()
+        btn.click()
+        _wait_done(page, "#progress")
+        timings[label] = round(time.time() - t0, 1)
+        note = page.locator("#scene-note").inner_text()
+        assert f"Example {label} loaded" in note, note
+        assert _image_loaded(page, "#left") and _image_loaded(page, "#right")
+        page.wait_for_function("document.querySelector('#hits').innerText.includes('places hit')")
+        _no_error(page)
+        # The state it shows is restored: the seed and sample count of the example are in the inputs.
+        m = re.search(r"seed (\d+), (\d+) samples", note)
+        assert page.locator("#seed input").input_value() == m.group(1)
+        assert page.locator("#samples input[type=number]").input_value() == m.group(2)
+    page.get_by_role("tab", name="Colours (Fig 5)").click()
+    for i in range(page.locator("[id^=ex-colours-]").count()):
+        _watch(page, "#cprogress")
+        t0 = time.time()
+        page.locator(f"#ex-colours-{i}").click()
+        _wait_done(page, "#cprogress")
+        timings[page.locator(f"#ex-colours-{i}").inner_text()] = round(time.time() - t0, 1)
+        assert _image_loaded(page, "#cout") and "detected in" in page.locator("#cmd").inner_text()
+        assert _toasts(page) == []
+    page.get_by_role("tab", name="Theory lab").click()
+    for i in range(page.locator("[id^=ex-theory-]").count()):
+        target = "#tmd" if i < 2 else "#gmd"
+        _watch(page, target)
+        t0 = time.time()
+        page.locator(f"#ex-theory-{i}").click()
+        page.wait_for_function("sel => { const l = window.__seen[sel]; return l.length > 1 && l[l.length - 1].length > 20; }",
+                               arg=target)
+        timings[page.locator(f"#ex-theory-{i}").inner_text()] = round(time.time() - t0, 1)
+        assert _image_loaded(page, "#tplot" if i < 2 else "#gplot")
+        assert _toasts(page) == []
+    page.get_by_role("tab", name="SDXL prompts").click()
+    status = page.locator("#sdxl-status").inner_text()
+    if tiny_sdxl is None:
+        assert status.startswith("Disabled here") and page.locator("#srun").is_disabled()
+    else:
+        assert status.startswith("Ready") and page.locator("#srun").is_enabled()
+        _set_slider(page, "#sdxl-steps", 2)
+        for i in range(page.locator("[id^=ex-sdxl-]").count()):
+            _watch(page, "#sprogress")
+            t0 = time.time()
+            page.locator(f"#ex-sdxl-{i}").click()
+            _wait_done(page, "#sprogress")
+            timings[page.locator(f"#ex-sdxl-{i}").inner_text()] = round(time.time() - t0, 1)
+            assert page.locator("#sgal img").first.evaluate("img => img.complete && img.naturalWidth > 0")
+            assert _toasts(page) == []
+    print("example timings (s, click to done):", timings)
+
+
+def test_bad_inputs_show_one_message_naming_the_field(page):
+    page.locator("#seed input").fill("-1")
+    page.locator("#seed input").press("Tab")
+    page.locator("#run").click()
+    page.wait_for_function("document.querySelectorAll('.toast-message-text').length > 0")
+    page.wait_for_timeout(1500)  # a second message would have arrived by now
+    assert _toasts(page) == ["seed: -1 is out of range (allowed 0 to 2147483647)"]
