@@ -208,3 +208,32 @@ def test_edm2_options_before_wn_bf16_and_accumulation(data16, tmp_path):
     net = projcomp.load(final)
     x = torch.randn(2, 3, 16, 16)
     assert torch.isfinite(net(x, torch.tensor([0.1, 10.0]), None)).all()
+
+
+def test_a_run_can_be_shortened_midway_before_averaging(data16, tmp_path):
+    """duration / avg_last fix only where a run ends: resuming a 384-image run's state at 128
+    images as a 256-image run equals a run started at 256; once averaging has begun it is refused."""
+    base = ["--preset", "tiny", "--data", data16, "--state-every", "64", "--status-every", "64", "--avg-last", "4",
+            "--keep-states", "8", "--no-progress"]
+    ref = run_cli(base + ["--duration", "256", "--outdir", str(tmp_path / "ref")])
+    _, err = ref.communicate(timeout=600)
+    assert ref.returncode == 0, err
+    long = run_cli(base + ["--duration", "384", "--outdir", str(tmp_path / "long")])
+    _, err = long.communicate(timeout=600)
+    assert long.returncode == 0, err
+    # Keep only the long run's state at 128 images (before its and the short run's averaging).
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    for ext in (".safetensors", ".json"):
+        src = tmp_path / "long" / f"training-state-{128:012d}{ext}"
+        (cut / src.name).write_bytes(src.read_bytes())
+    short = run_cli(base + ["--duration", "256", "--outdir", str(cut)])
+    _, err = short.communicate(timeout=600)
+    assert short.returncode == 0, err
+    assert "resuming from" in err
+    a, b = weights(tmp_path / "ref" / "checkpoint"), weights(cut / "checkpoint")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # The finished long run has averaged: it cannot become a shorter run any more.
+    again = run_cli(base + ["--duration", "320", "--outdir", str(tmp_path / "long")])
+    _, err = again.communicate(timeout=600)
+    assert again.returncode != 0 and "duration" in err

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import ProjcompError
 
-__all__ = ["TrainError", "Field", "FIELDS", "DEFAULTS", "PRESETS", "IMAGE_KEYS", "RESUME_SAFE_KEYS",
+__all__ = ["TrainError", "Field", "FIELDS", "DEFAULTS", "PRESETS", "IMAGE_KEYS", "RESUME_SAFE_KEYS", "RESUME_END_KEYS",
            "parse_nimg", "resolve_config", "network_kwargs", "build_parser"]
 
 
@@ -173,6 +173,11 @@ IMAGE_KEYS = tuple(name for name, f in FIELDS.items() if f.parse is _nimg)  # du
 # Keys that may change between a run and its resumption without breaking bit-exactness.
 # (batch_gpu changes only the float summation order: safe, but then not bit-identical; EDM2 README.)
 RESUME_SAFE_KEYS = {"status_every", "state_every", "keep_states", "save_fp16", "num_threads", "batch_gpu"}
+# Keys that fix only where the run ENDS (its length and the averaging window before the end): a
+# state may resume under new values while averaging has not yet begun under either, and the result
+# is then bit-identical to a run started with the new values (the lr schedule, data order and
+# noise do not depend on them). This is how a run is shortened or lengthened midway.
+RESUME_END_KEYS = {"duration", "avg_last"}
 
 #----------------------------------------------------------------------------
 # Presets. Each is a partial config over DEFAULTS; smaller ones are written as changes to a

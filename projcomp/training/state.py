@@ -22,7 +22,7 @@ import torch
 
 from .. import checkpoint as ckpt
 from ..nn import normalize_weights_
-from .config import RESUME_SAFE_KEYS, TrainError
+from .config import RESUME_END_KEYS, RESUME_SAFE_KEYS, TrainError
 
 __all__ = ["STATE_RE", "state_path", "find_latest_state", "state_tensors", "write_state", "read_state",
            "restore_state", "prune_states", "save_checkpoint", "warm_start"]
@@ -78,10 +78,26 @@ def read_state(path: str, cfg: dict) -> tuple[dict, dict]:
         raise ckpt.CheckpointError(f"{path}: not a projcomp training state (no 'projcomp_state' metadata)") from None
     old = info["config"]
     diff = sorted(k for k in set(old) | set(cfg) if k not in RESUME_SAFE_KEYS and old.get(k) != cfg.get(k))
+    if diff and set(diff) <= RESUME_END_KEYS and _end_may_move(old, cfg, info):
+        diff = []
     if diff:
         raise TrainError(f"{path}: was written with different options {', '.join(f'{k}={old.get(k)!r}' for k in diff)}; "
                          f"use the same command, or a new --outdir")
     return tensors, info
+
+
+def _avg_start(cfg: dict) -> Optional[int]:
+    """The update after which averaging begins (None: no averaging), as the loop computes it."""
+    return max(cfg["duration"] // cfg["batch"] - cfg["avg_last"], 0) if cfg["avg_last"] > 0 else None
+
+
+def _end_may_move(old: dict, cfg: dict, info: dict) -> bool:
+    """Whether a state may resume with another duration / avg_last (RESUME_END_KEYS): averaging
+    has begun under neither config, both average, and the new end lies ahead."""
+    a_old, a_new = _avg_start(old), _avg_start(cfg)
+    step = int(info["step"])
+    return (a_old is not None and a_new is not None and int(info.get("avg_count", 0)) == 0
+            and step <= min(a_old, a_new) and cfg["duration"] > int(info["cur_nimg"]))
 
 
 def restore_state(tensors: dict, net: torch.nn.Module, opt: torch.optim.Optimizer, avg: Optional[list],
