@@ -114,15 +114,13 @@ def gpu(duration):
     return spaces.GPU(duration=duration)
 
 
-class Slider(gr.Slider):
-    """A slider whose value the handler checks (out-of-range API values get a message naming the
-    field, not Gradio's anonymous 'Value 0 is less than minimum value 1')."""
-
-    def get_block_name(self) -> str:
-        return "slider"
-
-    def preprocess(self, payload):
-        return payload
+def Slider(*args, **kwargs) -> gr.Slider:  # noqa: N802 - used like the component it returns
+    """A gr.Slider whose value the handler checks (out-of-range API values get a message naming the
+    field, not Gradio's anonymous 'Value 0 is less than minimum value 1'). Not a subclass: Gradio
+    writes a .pyi stub beside the module of every Component subclass."""
+    s = gr.Slider(*args, **kwargs)
+    s.preprocess = lambda payload: payload
+    return s
 
 
 # ---------------------------------------------------------------------------------------------
