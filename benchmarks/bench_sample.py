@@ -14,7 +14,7 @@ import torch
 from bench_compose import timed_interleaved  # this folder is on sys.path when run as a script
 
 from projcomp.experiments import Zoo, setting_spec
-from projcomp.sample import prepare
+from projcomp.generate import prepare
 from projcomp.sampling import bf16_is_fast, sample
 
 

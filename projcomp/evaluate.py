@@ -32,8 +32,10 @@ import torch
 from .compose import CompositionError
 from .experiments import SETTINGS, color_spec, random_locations, setting_spec
 from .zoo import Zoo, ZooError
-from .sample import parse_seeds, run_spec, to_uint8
+from .generate import parse_seeds, run_spec
+from .imageio import image_grid, to_uint8
 from .sampling import SamplingError
+from .stats import wilson  # noqa: F401 (also importable as projcomp.evaluate.wilson)
 
 __all__ = ["fig3", "fig5", "judge_locations", "main", "rejudge"]
 
@@ -90,26 +92,9 @@ def place_contrast(image_u8: np.ndarray, locations: Sequence, radius_frac: float
     return np.asarray(out)
 
 
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple:
-    """Wilson score 95 % interval of a rate (what the README's intervals are)."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (float(max(c - h, 0.0)), float(min(c + h, 1.0)))
-
-
 def _grid(images: np.ndarray, rows: int, cols: int, scale: int = 2, pad: int = 2) -> np.ndarray:
-    H, W = images.shape[1:3]
-    out = np.full((rows * (H * scale + pad) + pad, cols * (W * scale + pad) + pad, 3), 255, np.uint8)
-    for i, img in enumerate(images[: rows * cols]):
-        r, c = divmod(i, cols)
-        big = img.repeat(scale, 0).repeat(scale, 1)
-        out[pad + r * (H * scale + pad): pad + r * (H * scale + pad) + H * scale,
-            pad + c * (W * scale + pad): pad + c * (W * scale + pad) + W * scale] = big
-    return out
+    """The evaluation figures' look: 2x nearest upscale, 2 px white gaps and margin."""
+    return image_grid(images, cols, rows=rows, pad=pad, border=True, scale=scale)
 
 
 def _write_table(rows: list, outdir: str, name: str, title: str) -> None:

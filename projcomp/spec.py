@@ -1,6 +1,6 @@
 """A JSON-serialisable composition spec: what to compose, with what, and how to sample it.
 
-One format for the CLI (`python -m projcomp.sample SPEC.json`), the app and the evaluation, and
+One format for the CLI (`python -m projcomp.generate SPEC.json`), the app and the evaluation, and
 written beside every output so each image can be reproduced:
 
     {"background": {"model": "empty"},

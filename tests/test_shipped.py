@@ -11,7 +11,8 @@ import pytest
 import projcomp
 from projcomp.evaluate import judge_locations
 from projcomp.experiments import Zoo, setting_spec
-from projcomp.sample import run_spec, to_uint8
+from projcomp.generate import run_spec
+from projcomp.imageio import to_uint8
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.join(REPO, "checkpoints")

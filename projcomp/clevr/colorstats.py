@@ -38,6 +38,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..files import AtomicFile
 from .scene import CLEVR_COLORS
 
 __all__ = ["BACKGROUNDS", "DEFAULT_THRESHOLD", "colour_statistics", "lemma81", "pair_verdicts", "histogram_figure", "preview",
@@ -145,11 +146,8 @@ def colour_statistics(resolution: int = 32, n: int = 24, seed: int = 0, cache_di
         stats["object_std"][ci] = float(np.sqrt(((px - px.mean(0)) ** 2).mean()))
         stats["object_pixels"][ci] = len(px)
     if path:
-        with _LOCK:
-            os.makedirs(cache_dir, exist_ok=True)
-            tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp.npz"
-            np.savez(tmp, **{k: np.asarray(v) for k, v in stats.items()})
-            os.replace(tmp, path)
+        with _LOCK, AtomicFile(path) as f:
+            np.savez(f.file, **{k: np.asarray(v) for k, v in stats.items()})
     return stats
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ProjcompError
+from ..files import AtomicFile
 
 from .render import render
 from .scene import CLEVR_COLORS, sample_scene
@@ -132,28 +133,26 @@ def _zinfo(name):
 
 
 class ZipWriter:
-    """Writes F + '.tmp', renames to F in `close()`; on error the .tmp is removed."""
+    """Writes F + '.tmp', renames to F in `close()`; on error the .tmp is removed (projcomp.files)."""
 
     def __init__(self, path):
         self.path = os.fspath(path)
         self.tmp = self.path + '.tmp'
-        d = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(d, exist_ok=True)
-        self.zf = zipfile.ZipFile(self.tmp, 'w', zipfile.ZIP_STORED)
+        self.out = AtomicFile(self.path, tmp=self.tmp)
+        self.zf = zipfile.ZipFile(self.out.file, 'w', zipfile.ZIP_STORED)
 
     def write(self, name, data: bytes):
         self.zf.writestr(_zinfo(name), data)
 
     def close(self):
         self.zf.close()
-        os.replace(self.tmp, self.path)
+        self.out.commit()
 
     def abort(self):
         try:
             self.zf.close()
         finally:
-            if os.path.exists(self.tmp):
-                os.remove(self.tmp)
+            self.out.abort()
 
 
 def _write_all(path, items, n, meta, progress=True, desc='render'):

@@ -15,10 +15,11 @@ import numpy as np
 import torch
 
 from ..experiments import SETTINGS, Zoo, random_locations
+from ..imageio import image_grid, to_uint8
 from ..sampling import SamplerConfig, sample
 from .common import (ALT_RGB, BACKGROUNDS, HIT_RGB, MAX_OBJECTS, MAX_SAMPLES, MAX_STEPS, MISS_RGB, SEED_MAX,
-                     InputError, blank, caption, device_of, font, grid, grid_cols, integer, number,
-                     progress_text, setting_problem, stream_jobs, table_rows, to_uint8, upscale, weight, zoo_status)
+                     InputError, blank, caption, device_of, font, grid_cols, integer, number,
+                     progress_text, setting_problem, stream_jobs, table_rows, upscale, weight, zoo_status)
 
 DISPLAY = 256          # pixels of the scene picker
 TILE = 192             # pixels of each result tile (6x a 32-px sample)
@@ -327,7 +328,7 @@ def panel(images: np.ndarray, objs: Sequence[Obj], seeds: Sequence[int], title: 
         elif step:
             cap += f" · {step}"
         tiles.append(caption(t, cap))
-    return caption(grid(tiles, grid_cols(len(tiles))), title, top=True, height=24, size=15)
+    return caption(image_grid(tiles, grid_cols(len(tiles))), title, top=True, height=24, size=15)
 
 
 def _judge(img: np.ndarray, objs: Sequence[Obj]) -> dict:

@@ -12,9 +12,10 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 
 from ..experiments import Zoo
+from ..imageio import image_grid, to_uint8
 from ..sampling import SamplerConfig, sample
-from .common import (MAX_SAMPLES, MAX_STEPS, SEED_MAX, InputError, caption, cosine_heatmap, device_of, grid,
-                     grid_cols, integer, progress_text, stream_jobs, to_uint8, upscale, weight)
+from .common import (MAX_SAMPLES, MAX_STEPS, SEED_MAX, InputError, caption, cosine_heatmap, device_of,
+                     grid_cols, integer, progress_text, stream_jobs, upscale, weight)
 
 TILE = 160
 EXAMPLES = [
@@ -123,7 +124,7 @@ def _panel(imgs, seeds, found=None, step=None, size=TILE) -> np.ndarray:
     for j, (im, s) in enumerate(zip(imgs, seeds)):
         cap = f"seed {s}" + (f" · {', '.join(found[j]) or '—'}" if found is not None else f" · {step}" if step else "")
         tiles.append(caption(np.asarray(upscale(im, size, "sharp")), cap))
-    return grid(tiles, max(grid_cols(len(tiles)), min(4, len(tiles))))
+    return image_grid(tiles, max(grid_cols(len(tiles)), min(4, len(tiles))))
 
 
 def compose_stream(zoo: Zoo, colors: Sequence[str], w: float, steps: int, seed: int, num_samples: int, bf16: bool,

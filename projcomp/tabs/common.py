@@ -245,11 +245,6 @@ def font(size: int = 12):
         return ImageFont.load_default()
 
 
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """[B, C, H, W] in [-1, 1] -> uint8 [B, H, W, C]."""
-    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
 def upscale(img: np.ndarray, size: int, mode: str = "sharp"):
     """A PIL image `size` px square: 'sharp' = nearest (the network's own pixels, honest at
     integer factors), 'smooth' = bicubic."""
@@ -271,17 +266,8 @@ def caption(img: np.ndarray, text: str, top: bool = False, height: int = 20, siz
     return np.asarray(out)
 
 
-def grid(tiles: Sequence[np.ndarray], cols: int, pad: int = 4, bg: int = 255) -> np.ndarray:
-    h, w = tiles[0].shape[:2]
-    rows = -(-len(tiles) // cols)
-    out = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, 3), bg, np.uint8)
-    for i, t in enumerate(tiles):
-        r, c = divmod(i, cols)
-        out[r * (h + pad): r * (h + pad) + h, c * (w + pad): c * (w + pad) + w] = t[..., :3]
-    return out
-
-
 def grid_cols(n: int) -> int:
+    """Columns of the app's result grids (tiles laid out by `projcomp.imageio.image_grid`)."""
     return 1 if n == 1 else 2 if n <= 4 else 4
 
 

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..sampling import SamplerConfig, sample
+from ..stats import wilson
 from .checks import composed_denoiser
 from .distributions import GaussianMixture, TheoryError
 
@@ -123,7 +124,6 @@ def colour_toy(floor, colours: Mapping[str, Sequence[float]], base: str = "yello
         raise TheoryError(f"base: {base!r} is not among the colours {sorted(colours)}")
     others = [c for c in colours if c != base] if others is None else list(others)
     cfg = SamplerConfig(num_steps=num_steps, solver=solver)
-    from ..evaluate import wilson  # the project's one Wilson interval
 
     rows, keep_samples = [], {}
     n = torch.get_num_threads()

@@ -1,4 +1,4 @@
-"""`python -m projcomp.sample` and `python -m projcomp.evaluate` over real (tiny, random) checkpoints."""
+"""`python -m projcomp.generate` (old name: `python -m projcomp.sample`) and `python -m projcomp.evaluate` over real (tiny, random) checkpoints."""
 
 import json
 import os
@@ -12,7 +12,8 @@ from PIL import Image
 
 from projcomp.compose import CompositionError
 from projcomp.experiments import Zoo, ZooError, color_spec, random_locations, setting_spec
-from projcomp.sample import main as sample_main, run_spec, to_uint8
+from projcomp.generate import main as sample_main, run_spec
+from projcomp.imageio import to_uint8
 
 
 def test_settings_pick_the_right_backgrounds(tiny_zoo_dir):
@@ -88,13 +89,22 @@ def test_sample_cli_writes_pngs_and_spec(tiny_zoo_dir, tmp_path):
     (["--setting", "A"], "locations"),
 ])
 def test_sample_cli_bad_input_is_one_line(tiny_zoo_dir, tmp_path, args, needle):
-    r = subprocess.run([sys.executable, "-m", "projcomp.sample", "--checkpoints", tiny_zoo_dir, "--outdir", str(tmp_path / "x"), *args],
+    r = subprocess.run([sys.executable, "-m", "projcomp.generate", "--checkpoints", tiny_zoo_dir, "--outdir", str(tmp_path / "x"), *args],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], r.stderr
 
 
+def test_old_sample_command_runs_generate_with_a_one_line_notice(tiny_zoo_dir, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "projcomp.sample", "--checkpoints", tiny_zoo_dir, "--setting", "A",
+                        "--locations", "0.3,0.5", "--seeds", "0", "--steps", "1", "--outdir", str(tmp_path / "old")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines()[0].startswith("note: `python -m projcomp.sample` is now `python -m projcomp.generate`")
+    assert os.path.isfile(tmp_path / "old" / "seed0000.png")
+    spec = json.loads((tmp_path / "old" / "spec.json").read_text())
+    assert spec["meta"]["command"].startswith("python -m projcomp.generate ")
 def test_evaluate_fig3_writes_tables_and_grids(tiny_zoo_dir, tmp_path):
     from projcomp.evaluate import main as eval_main
 
