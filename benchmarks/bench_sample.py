@@ -13,9 +13,10 @@ import argparse
 import torch
 from bench_compose import timed_interleaved  # this folder is on sys.path when run as a script
 
-from projcomp.experiments import Zoo, setting_spec
+from projcomp.experiments import setting_spec
 from projcomp.generate import prepare
 from projcomp.sampling import bf16_is_fast, sample
+from projcomp.zoo import Zoo
 
 
 def main():

@@ -106,7 +106,7 @@ def import_clevr(root, out, labels='none', resolution=64, command=None, progress
         meta = {'preset': 'import', 'resolution': resolution, 'num_images': k, 'seed': None,
                 'condition': condition_schema(label), 'version': VERSION,
                 'command': command or f'python -m projcomp.clevr import {root} --out {out} --labels {labels} --resolution {resolution}',
-                'source': os.path.abspath(os.fspath(root)), 'skipped': skipped}
+                'source': os.fspath(root), 'skipped': skipped}  # as given: no machine path
         doc = {'labels': out_labels if label is not None else None, 'projcomp': meta}
         w.write('dataset.json', json.dumps(doc, indent=1).encode())
         w.close()

@@ -128,6 +128,25 @@ def _coord_stats(xs: torch.Tensor, compose_idx) -> dict:
             "per_coordinate_mean": m.tolist()}
 
 
+def _compose_over(backgrounds, terms, compose_idx, dim: int, num_seeds: int, num_steps: int, solver: str,
+                  extra=None) -> tuple:
+    """Sample Def 5.1 of `terms` over each background (key, name, distribution) with the same seeds.
+    Returns ({name: samples}, {key: coordinate stats, whether the conditionals factorize (Def 5.2),
+    and `extra(samples, masks)` if given})."""
+    masks = [[i] for i in compose_idx]
+    seeds = list(range(num_seeds))
+    runs, stats = {}, {}
+    for key, name, bg in backgrounds:
+        xs = sample(composed_denoiser(bg, terms), seeds, (dim,), config=_sampler(num_steps, solver)).double()
+        runs[name] = xs
+        st = _coord_stats(xs, compose_idx)
+        st["factorized"] = factorized_conditionals(bg, terms, masks)["factorized"]
+        if extra is not None:
+            st.update(extra(xs, masks))
+        stats[key] = st
+    return runs, stats
+
+
 @_single_threaded
 def toy_eq17(num_seeds: int = 256, compose_idx: Sequence[int] = (0, 2, 4, 6), dim: int = 8, std: float = 0.0,
              num_steps: int = 32, solver: str = "heun"):
@@ -143,17 +162,13 @@ def toy_eq17(num_seeds: int = 256, compose_idx: Sequence[int] = (0, 2, 4, 6), di
            "sampler": dataclasses.asdict(_sampler(num_steps, solver))}
     p_b, p_u, ps = eq17_distributions(dim, std)
     terms = [ps[i] for i in compose_idx]
-    masks = [[i] for i in compose_idx]
-    seeds = list(range(num_seeds))
-    runs, stats = {}, {}
-    for name, bg in (("empty background p_b", p_b), ("Bayes (background p_u)", p_u)):
-        xs = sample(composed_denoiser(bg, terms), seeds, (dim,), config=_sampler(num_steps, solver)).double()
-        runs[name] = xs
-        st = _coord_stats(xs, compose_idx)
-        st["factorized"] = factorized_conditionals(bg, terms, masks)["factorized"]
+
+    def projective(xs, masks):
         g = torch.Generator().manual_seed(1)
-        st["projective"] = is_projective(xs, [p.sample(num_seeds, g) for p in terms], masks, tol=0.05)["max_w1"]
-        stats["empty" if bg is p_b else "bayes"] = st
+        return {"projective": is_projective(xs, [p.sample(num_seeds, g) for p in terms], masks, tol=0.05)["max_w1"]}
+
+    runs, stats = _compose_over((("empty", "empty background p_b", p_b), ("bayes", "Bayes (background p_u)", p_u)),
+                                terms, compose_idx, dim, num_seeds, num_steps, solver, extra=projective)
     e, b = stats["empty"], stats["bayes"]
     numbers = {"config": cfg, "empty": e, "bayes": b,
                "acceptance": {"empty_composed_within_0.05_of_1": abs(e["composed_mean"] - 1) <= 0.05,
@@ -171,21 +186,14 @@ def toy_eq18(num_seeds: int = 256, compose_idx: Sequence[int] = (0, 2, 4, 6), di
            "sampler": dataclasses.asdict(_sampler(num_steps, solver))}
     p_b, p_u, ps = eq18_distributions(dim, clutter)
     terms = [ps[i] for i in compose_idx]
-    masks = [[i] for i in compose_idx]
-    seeds = list(range(num_seeds))
     k, off = len(compose_idx), dim - len(compose_idx)
     # Exact Bayes target: p_u(x) ∝ Σ_j 1[x_j = 1] clutter-weights; for clutter = 1/2, p_i / p_u = dim · 1[x_i = 1] / #ones(x),
     # so C ∝ 1[x_S = 1] · #ones^{1−k} · Bernoulli weights on the rest: the other coordinates are pulled slightly toward 0.
     m = np.arange(off + 1)
     w = np.array([math.comb(off, int(j)) * clutter**j * (1 - clutter)**(off - j) for j in m]) * (k + m) ** (1.0 - k)
     bayes_other_exact = float((w * m).sum() / w.sum() / off)
-    runs, stats = {}, {}
-    for key, name, bg in (("cluttered", "cluttered background p_b", p_b), ("bayes", "Bayes (background p_u)", p_u)):
-        xs = sample(composed_denoiser(bg, terms), seeds, (dim,), config=_sampler(num_steps, solver)).double()
-        runs[name] = xs
-        st = _coord_stats(xs, compose_idx)
-        st["factorized"] = factorized_conditionals(bg, terms, masks)["factorized"]
-        stats[key] = st
+    runs, stats = _compose_over((("cluttered", "cluttered background p_b", p_b), ("bayes", "Bayes (background p_u)", p_u)),
+                                terms, compose_idx, dim, num_seeds, num_steps, solver)
     numbers = {"config": cfg, "cluttered": stats["cluttered"], "bayes": stats["bayes"],
                "exact_other_mean": {"cluttered": clutter, "bayes": bayes_other_exact},
                "bayes_minus_cluttered_composed_mean": stats["bayes"]["composed_mean"] - stats["cluttered"]["composed_mean"]}
