@@ -265,6 +265,51 @@ def leak(net, k: int = 4, location_sets: int = 4, images: int = 8, sigmas: Seque
     return rows
 
 
+def handcheck(outdir: str, n: int = 50, seed: int = 0, hand: Sequence[int] | None = None, log=print) -> dict:
+    """Check the detector on GENERATED samples (it was tuned on clean renders): draw `n` images
+    at random from a fig3 run's samples.npz, write them as a numbered sheet (handcheck.png) for a
+    person to count, and the detector's counts to handcheck.json. With `hand` (the person's counts,
+    in sheet order) also the agreement: exact-count agreement rate and mean |difference|."""
+    from PIL import Image, ImageDraw
+
+    from .clevr.detect import detect
+    from .imageio import image_grid
+
+    path = os.path.join(outdir, "samples.npz")
+    if not os.path.isfile(path):
+        raise ValueError(f"{path!r}: not found (run `python -m projcomp.evaluate fig3 --outdir {outdir}` first)")
+    with np.load(path) as z:
+        keys = [k for k in z.files if len(k.split("/")) == 3]
+        pool = [(k, i) for k in keys for i in range(len(z[k]))]
+        rng = np.random.default_rng(seed)
+        pick = [pool[j] for j in rng.choice(len(pool), size=min(n, len(pool)), replace=False)]
+        imgs = [z[k][i] for k, i in pick]
+    det = [len(detect(img)) for img in imgs]
+    scale, cols, label_h = 6, 10, 14
+    tiles = []
+    for j, img in enumerate(imgs):  # the number above each tile, so the sheet can be counted blind
+        big = img.repeat(scale, 0).repeat(scale, 1)
+        t = Image.new("RGB", (big.shape[1], big.shape[0] + label_h), "white")
+        t.paste(Image.fromarray(big), (0, label_h))
+        ImageDraw.Draw(t).text((2, 1), str(j), fill="black")
+        tiles.append(np.asarray(t))
+    Image.fromarray(image_grid(tiles, cols=cols, pad=6, border=True)).save(os.path.join(outdir, "handcheck.png"))
+    out = {"images": [{"sheet_index": j, "sample": k, "index": int(i), "detected": d}
+                      for j, ((k, i), d) in enumerate(zip(pick, det))], "seed": seed}
+    if hand is not None:
+        if len(hand) != len(det):
+            raise ValueError(f"--hand: {len(hand)} counts for {len(det)} images on the sheet")
+        hand = [int(h) for h in hand]
+        out["hand"] = hand
+        out["agreement"] = float(np.mean([h == d for h, d in zip(hand, det)]))
+        out["mean_abs_difference"] = float(np.mean([abs(h - d) for h, d in zip(hand, det)]))
+        out["detector_minus_hand"] = float(np.mean([d - h for h, d in zip(hand, det)]))
+        log(f"detector vs hand: exact agreement {out['agreement']:.2f}, mean |diff| {out['mean_abs_difference']:.2f}")
+    with open(os.path.join(outdir, "handcheck.json"), "w") as f:
+        json.dump(out, f, indent=1)
+    return out
+
+
 def _write_table1(rows: list, per_image: list, outdir: str) -> None:
     _write_table(rows, outdir, "table1", "Table 1 (detector counts): exact-count rate, per-location hit rate, mean detected count")
     with open(os.path.join(outdir, "per_image.json"), "w") as f:
@@ -441,13 +486,18 @@ def main(argv=None) -> int:
     p5.add_argument("--grid-cols", type=int, default=8, help="first N seeds per pair in the grids")
     pt = sub.add_parser("theory", help="the exact-score toys (App. G eq. 17/18, 2-D experts, feature maps)")
     pr = sub.add_parser("rejudge", help="Table 1 again from a fig3 --outdir's samples.npz with the current detector")
+    ph = sub.add_parser("handcheck", help="a numbered sheet of N generated samples from a fig3 --outdir, to count by "
+                        "hand; with --hand, the detector's agreement")
+    ph.add_argument("--n", type=int, default=50)
+    ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("--hand", nargs="+", type=int, help="the hand counts, in sheet order")
     pl = sub.add_parser("leak", help="|D_i - D_b| away from / near object i per noise level (what Def 5.1 adds k times)")
     pl.add_argument("--checkpoint", nargs="+", required=True, help="checkpoint folder(s) of a net with an 'empty' label")
     pl.add_argument("--k", type=int, default=4, help="places per location set")
     pl.add_argument("--location-sets", type=int, default=4)
     for p in list(sub.choices.values()):
         p.add_argument("--outdir", required=True)
-        if p in (pt, pr, pl):
+        if p in (pt, pr, pl, ph):
             continue
         p.add_argument("--seeds", nargs="+", default=["0-7"])
         p.add_argument("--steps", type=int, default=32)
@@ -463,13 +513,19 @@ def main(argv=None) -> int:
     if args.cmd == "fig5":
         config = _portable(config)
     # rejudge keeps the fig3 run's config.json (it did the sampling) and records itself beside it.
-    with open(os.path.join(args.outdir, "rejudge.json" if args.cmd == "rejudge" else "config.json"), "w") as f:
+    # handcheck likewise reads a fig3 run's folder: its own record goes beside, not over, config.json.
+    own = {"rejudge": "rejudge.json", "handcheck": "handcheck_command.json"}.get(args.cmd, "config.json")
+    with open(os.path.join(args.outdir, own), "w") as f:
         json.dump(config, f, indent=2)
     try:
         if args.cmd == "rejudge":
             rows = rejudge(args.outdir)
             for r in rows:
                 print(json.dumps(r))
+            return 0
+        if args.cmd == "handcheck":
+            r = handcheck(args.outdir, args.n, args.seed, args.hand)
+            print(json.dumps({k: v for k, v in r.items() if k != "images"}))
             return 0
         if args.cmd == "leak":
             from .checkpoint import load
