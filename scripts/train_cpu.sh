@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 N_OBJ=${N_OBJ:-32768}; N_CLU=${N_CLU:-8192}; SEED=${SEED:-1}
-DUR_OBJ=${DUR_OBJ:-56Ki}; DUR_CLU=${DUR_CLU:-24Ki}
+DUR_OBJ=${DUR_OBJ:-56Ki}; DUR_CLU=${DUR_CLU:-12Ki}
 DATA=data; RUNS=runs
 mkdir -p "$DATA" "$RUNS" checkpoints logs
 
@@ -42,7 +42,7 @@ make_data object-empty "$N_OBJ"
 train clevr-object-32 object-empty "$N_OBJ" "$DUR_OBJ" --avg-last 384 > logs/clevr-object-32.log 2>&1 &
 p1=$!
 make_data clutter-location "$N_CLU"
-train clevr-clutter-32m clutter-location "$N_CLU" "$DUR_CLU" --avg-last 256 --color-dropout 0 --location-dropout 0 \
+train clevr-clutter-32m clutter-location "$N_CLU" "$DUR_CLU" --avg-last 128 --color-dropout 0 --location-dropout 0 \
   > logs/clevr-clutter-32m.log 2>&1 &
 p2=$!
 rc=0
