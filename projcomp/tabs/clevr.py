@@ -14,9 +14,10 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from ..experiments import SETTINGS, Zoo, random_locations
+from ..experiments import SETTINGS, random_locations
 from ..imageio import image_grid, to_uint8
 from ..sampling import SamplerConfig, sample
+from ..zoo import Zoo
 from .common import (ALT_RGB, BACKGROUNDS, HIT_RGB, MAX_OBJECTS, MAX_SAMPLES, MAX_STEPS, MISS_RGB, SEED_MAX,
                      InputError, blank, caption, device_of, font, grid_cols, integer, number,
                      progress_text, setting_problem, stream_jobs, table_rows, upscale, weight, zoo_status)

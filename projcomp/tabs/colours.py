@@ -11,9 +11,9 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from ..experiments import Zoo
 from ..imageio import image_grid, to_uint8
 from ..sampling import SamplerConfig, sample
+from ..zoo import Zoo
 from .common import (MAX_SAMPLES, MAX_STEPS, SEED_MAX, InputError, caption, cosine_heatmap, device_of,
                      grid_cols, integer, progress_text, stream_jobs, upscale, weight)
 

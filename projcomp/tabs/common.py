@@ -16,12 +16,9 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from ..experiments import SETTINGS, Zoo, ZooError
-
-try:  # issue 16: the base of every project error, when it exists
-    from ..errors import ProjcompError  # type: ignore
-except ImportError:  # until then every project error is a ValueError subclass
-    ProjcompError = None
+from ..errors import ProjcompError
+from ..experiments import SETTINGS
+from ..zoo import Zoo, ZooError
 
 MAX_OBJECTS = 10      # Fig 3 goes up to 9; one more for play.
 MAX_STEPS = 64        # Heun: 127 network calls; the paper uses 32 steps.
@@ -33,10 +30,7 @@ SEED_MAX = 2**31 - 1
 # of the paper's comparison with the same seeds: Bayes for A and C, the empty background for B.
 BACKGROUNDS = {"empty": ("A", "B"), "bayes": ("B", "A"), "clutter": ("C", "B")}
 
-_Base = ProjcompError if ProjcompError is not None else ValueError
-
-
-class InputError(_Base):
+class InputError(ProjcompError):
     """A bad value from the visitor; `field` names the control, and the message starts with it."""
 
     def __init__(self, field: str, message: str):
@@ -47,7 +41,7 @@ class InputError(_Base):
 DemoError = InputError  # the old name (projcomp.demo)
 
 # What the app shows as a message; anything else is logged with its traceback as an internal error.
-USER_ERRORS: tuple = (ProjcompError,) if ProjcompError is not None else (ValueError,)
+USER_ERRORS: tuple = (ProjcompError,)
 
 
 def is_user_error(e: BaseException) -> bool:
