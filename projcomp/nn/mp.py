@@ -23,6 +23,7 @@ __all__ = [
     "mp_sum",
     "mp_cat",
     "resample",
+    "clip_activations",
     "MPFourier",
     "MPConv",
     "normalize_weights_",
@@ -83,6 +84,21 @@ def resample(x: torch.Tensor, mode: str = "keep") -> torch.Tensor:
     if mode == "up":
         return F.interpolate(x, scale_factor=2.0, mode="nearest")
     raise ValueError(f"resample mode {mode!r}: expected 'keep', 'down' or 'up'")
+
+#----------------------------------------------------------------------------
+# Activation clipping (EDM2's clip_act) that skips the work when nothing is clipped: on the CPU one
+# min/max pass decides, and when every value lies within [-c, c] the clip is the identity in value
+# and in gradient (clamp's backward masks nothing), so x is returned as it is -- bit-identical,
+# and the four element-wise passes of clamp's backward (ge, le, and, where) are saved. Anything
+# outside, or a NaN (min/max propagate it), takes the ordinary clip. On a GPU the check would
+# cost a device sync, so the ordinary clip is used there (and under torch.compile).
+
+def clip_activations(x: torch.Tensor, c: float) -> torch.Tensor:
+    if x.device.type == "cpu" and not torch.compiler.is_compiling():
+        lo, hi = torch.aminmax(x.detach())
+        if bool(lo >= -c) and bool(hi <= c):
+            return x
+    return x.clip(-c, c)
 
 #----------------------------------------------------------------------------
 # Magnitude-preserving Fourier features (EDM2 App. B.2): fixed random frequencies and phases,

@@ -10,9 +10,18 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .mp import MPConv, MPFourier, mp_cat, mp_silu, mp_sum, normalize, resample
+from .mp import MPConv, MPFourier, clip_activations, mp_cat, mp_silu, mp_sum, normalize, resample
 
 __all__ = ["Block", "UNet"]
+
+_SILU_RMS = 0.596  # mp_silu divides by this (EDM2 Eq. 81)
+
+
+def _fused_mp_sum(x: torch.Tensor, y_scaled: torch.Tensor, alpha: float) -> torch.Tensor:
+    """y_scaled + alpha * x in one pass (mp_sum with y's weight t / s already applied upstream);
+    mixed dtypes are promoted as mp_sum does."""
+    dt = torch.promote_types(x.dtype, y_scaled.dtype)
+    return torch.add(y_scaled.to(dt), x.to(dt), alpha=alpha)
 
 #----------------------------------------------------------------------------
 # Encoder / decoder block (EDM2 Fig. 21). Encoder blocks resample, project the skip to the new
@@ -52,7 +61,16 @@ class Block(torch.nn.Module):
         self.attn_qkv = MPConv(out_channels, out_channels * 3, kernel=[1, 1]) if self.num_heads else None
         self.attn_proj = MPConv(out_channels, out_channels, kernel=[1, 1]) if self.num_heads else None
 
+    # Training folds the constant scales of mp_silu (1 / 0.596) and of mp_sum (t / s, (1 - t) / s,
+    # s = sqrt((1 - t)^2 + t^2)) into the scalar each MPConv already multiplies its weight by
+    # (gain / sqrt(fan_in)), and the rest of mp_sum into one fused add: the same function, with
+    # fewer passes over the activations forward and backward (EDM2's order of operations is kept
+    # at inference, so sampling outputs are unchanged). Equal up to fp32 rounding;
+    # tests/test_train_fast_step.py checks the loss curve. False = the plain formulas everywhere.
+    fold_scales: bool = True
+
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        fold = self.training and self.fold_scales
         # Main branch.
         x = resample(x, mode=self.resample_mode)
         if self.flavor == "enc":
@@ -61,17 +79,29 @@ class Block(torch.nn.Module):
             x = normalize(x, dim=1)  # Pixel norm (EDM2 §2.4).
 
         # Residual branch.
-        y = self.conv_res0(mp_silu(x))
+        if fold:
+            y = self.conv_res0(F.silu(x), gain=1 / _SILU_RMS)
+        else:
+            y = self.conv_res0(mp_silu(x))
         c = self.emb_linear(emb, gain=self.emb_gain) + 1
-        y = mp_silu(y * c[:, :, None, None].to(y.dtype))
+        y = y * c[:, :, None, None].to(y.dtype)
+        y = F.silu(y) if fold else mp_silu(y)
         if self.training and self.dropout != 0:
             y = F.dropout(y, p=self.dropout)
-        y = self.conv_res1(y)
 
         # Connect the branches.
-        if self.flavor == "dec" and self.conv_skip is not None:
-            x = self.conv_skip(x)
-        x = mp_sum(x, y, t=self.res_balance)
+        t = self.res_balance
+        if fold:
+            s = math.sqrt((1 - t) ** 2 + t ** 2)
+            y = self.conv_res1(y, gain=t / s / _SILU_RMS)
+            if self.flavor == "dec" and self.conv_skip is not None:
+                x = self.conv_skip(x)
+            x = _fused_mp_sum(x, y, (1 - t) / s)  # = mp_sum(x, y, t), t / s already in y
+        else:
+            y = self.conv_res1(y)
+            if self.flavor == "dec" and self.conv_skip is not None:
+                x = self.conv_skip(x)
+            x = mp_sum(x, y, t=t)
 
         # Self-attention with cosine-similarity logits (q, k, v pixel-normalised per head).
         if self.num_heads != 0:
@@ -81,11 +111,16 @@ class Block(torch.nn.Module):
             q, k, v = normalize(y, dim=2).unbind(3)        # each [N, heads, C/heads, HW]
             q, k, v = (t.transpose(-1, -2) for t in (q, k, v))  # [N, heads, HW, C/heads]
             y = F.scaled_dot_product_attention(q, k, v)   # softmax(q k^T / sqrt(d)) v
-            y = self.attn_proj(y.transpose(-1, -2).reshape(N, C, H, W))
-            x = mp_sum(x, y, t=self.attn_balance)
+            y = y.transpose(-1, -2).reshape(N, C, H, W)
+            ta = self.attn_balance
+            if fold:
+                s = math.sqrt((1 - ta) ** 2 + ta ** 2)
+                x = _fused_mp_sum(x, self.attn_proj(y, gain=ta / s), (1 - ta) / s)
+            else:
+                x = mp_sum(x, self.attn_proj(y), t=ta)
 
         if self.clip_act is not None:
-            x = x.clip(-self.clip_act, self.clip_act)
+            x = clip_activations(x, self.clip_act)
         return x
 
 #----------------------------------------------------------------------------

@@ -28,7 +28,8 @@ from ..nn import ConditionEncoder, Precond, normalize_weights_, set_force_wn_in_
 from . import state as S
 from .config import TrainError, network_kwargs
 
-__all__ = ["learning_rate", "std_to_exp", "power_ema_beta", "DataOrder", "EDM2Loss", "Trainer", "training_loop"]
+__all__ = ["learning_rate", "std_to_exp", "power_ema_beta", "DataOrder", "EDM2Loss", "prepare_for_training",
+           "forward_backward", "optimizer_update", "Trainer", "training_loop"]
 
 #----------------------------------------------------------------------------
 # Learning-rate schedule (EDM2 Eq. 67 + linear warm-up): alpha_ref / sqrt(max(t / t_ref, 1)),
@@ -102,6 +103,39 @@ class EDM2Loss:
         return loss, raw
 
 #----------------------------------------------------------------------------
+# One training step, in three parts shared by Trainer.run and benchmarks/bench_train.py.
+
+def prepare_for_training(net: torch.nn.Module) -> torch.nn.Module:
+    """The layout the network trains in: on the CPU, convolution weights stored NHWC (channels
+    last), so oneDNN runs every convolution, forward and backward, NHWC and the activations stay
+    NHWC between them (no reorder around each convolution). Parameters, gradients, Adam moments and
+    averages keep their logical values; state files store them contiguous as before."""
+    if next(net.parameters()).device.type == "cpu":
+        net.to(memory_format=torch.channels_last)
+    return net
+
+
+def forward_backward(net, loss_fn: EDM2Loss, x: torch.Tensor, labels: Optional[torch.Tensor], rnd_normal: torch.Tensor,
+                     noise: torch.Tensor, scale: float, autocast=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss of one micro-batch (forward under `autocast`, if given) and its gradient, accumulated
+    into .grad: d(scale * sum(loss))."""
+    with autocast if autocast is not None else contextlib.nullcontext():
+        loss, raw = loss_fn(net, x, labels, rnd_normal, noise)
+    loss.sum().mul(scale).backward()
+    return loss, raw
+
+
+def optimizer_update(net: torch.nn.Module, params: list, opt: torch.optim.Optimizer, force_wn: str) -> None:
+    """NaN/inf gradients to zero, one optimiser step, then (force_wn='after', the paper's change)
+    forced weight normalisation of every MPConv."""
+    for p in params:
+        if p.grad is not None:
+            torch.nan_to_num(p.grad, nan=0, posinf=0, neginf=0, out=p.grad)
+    opt.step()
+    if force_wn == "after":
+        normalize_weights_(net)
+
+#----------------------------------------------------------------------------
 # Distributed helpers (torchrun sets WORLD_SIZE / RANK / LOCAL_RANK; plain python = 1 process).
 
 def _dist_init() -> tuple[int, int, torch.device]:
@@ -156,6 +190,7 @@ class Trainer:
         self._load_data()
         torch.manual_seed(cfg["seed"])  # initial weights depend on the seed only
         self.net = Precond(**network_kwargs(cfg, self.encoder.label_dim, self.condition)).to(self.device).train()
+        prepare_for_training(self.net)
         self.net.requires_grad_(True)
         if cfg["force_wn"] == "after":
             normalize_weights_(self.net)  # start from the normalised point, as after every update
@@ -342,20 +377,14 @@ class Trainer:
                 torch.manual_seed(_mix(cfg["seed"], 3, start))  # network dropout, if any
                 sync = contextlib.nullcontext() if (self.world == 1 or r == self.num_accum - 1) else ddp.no_sync()
                 with sync:
-                    with autocast:
-                        loss, raw = self.loss_fn(ddp, x, labels, rnd_normal, noise)
                     # Sum over pixels and images / per-process batch; DDP averages over processes,
                     # so the gradient is the per-image sum averaged over the global batch (EDM2).
-                    loss.sum().mul(1.0 / self.batch_rank).backward()
+                    loss, raw = forward_backward(ddp, self.loss_fn, x, labels, rnd_normal, noise,
+                                                 scale=1.0 / self.batch_rank, autocast=autocast)
                 acc["loss"] += float(loss.detach().mean(dim=(1, 2, 3)).sum())
                 acc["raw"] += float(raw.detach().mean(dim=(1, 2, 3)).sum())
                 acc["n"] += self.batch_gpu
-            for p in self.params:
-                if p.grad is not None:
-                    torch.nan_to_num(p.grad, nan=0, posinf=0, neginf=0, out=p.grad)
-            self.opt.step()
-            if cfg["force_wn"] == "after":
-                normalize_weights_(self.net)  # the paper's change: renormalise after the update
+            optimizer_update(self.net, self.params, self.opt, cfg["force_wn"])
             self.cur_nimg += cfg["batch"]
             self.step += 1
             self._update_averages()
