@@ -73,13 +73,16 @@ class Config:
 
 
 def _user_message(e: BaseException) -> gr.Error:
-    return gr.Error(str(e), title="Cannot run this")
+    # An expected project error: the visitor gets the message, the server log no traceback.
+    return gr.Error(str(e), title="Cannot run this", print_exception=False)
 
 
 def _internal(e: BaseException) -> gr.Error:
+    """A bug: logged once here, with its traceback (so Gradio need not print another)."""
     print(f"[app] internal error: {type(e).__name__}: {e}", file=sys.stderr)
     traceback.print_exc()
-    return gr.Error(f"Internal error ({type(e).__name__}); it is logged on the server.", title="Something went wrong")
+    return gr.Error(f"Internal error ({type(e).__name__}); it is logged on the server.", title="Something went wrong",
+                    print_exception=False)
 
 
 def guard(fn):
@@ -192,18 +195,24 @@ def build_clevr_tab(zoo, cfg: Config, status: dict) -> dict:
             return gr.Dropdown(value=tc.ANY, interactive=False)
         return gr.Dropdown(value=objs[sel].color or tc.ANY, interactive=True)
 
+    # The edits below read the objects from `edited` (a gr.State: kept on the server, read when the
+    # event runs) instead of the table's value in the browser (read when the event is triggered), and
+    # run one at a time, in order. So every click counts: a click while the previous one is being
+    # drawn is queued (trigger_mode="multiple") and sees its result -- the 11th one gets the message.
+    def edit_result(objs, sel, note):
+        """The outputs of an edit: table, scene, selection, note, colour control, `edited`."""
+        return table(objs), tc.draw_scene(objs, sel), sel, note, color_choice(objs, sel), table(objs)
+
     @guard
     def on_click(rows, sel, evt: gr.SelectData):
         if evt is None or evt.index is None:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return (gr.skip(),) * 6
         px, py = evt.index[:2]
-        objs, sel, note = tc.click(parse(rows), sel, px / tc.DISPLAY, py / tc.DISPLAY)
-        return table(objs), tc.draw_scene(objs, sel), sel, note, color_choice(objs, sel)
+        return edit_result(*tc.click(parse(rows), sel, px / tc.DISPLAY, py / tc.DISPLAY))
 
     @guard
     def on_delete(rows, sel):
-        objs, sel, note = tc.delete(parse(rows), sel)
-        return table(objs), tc.draw_scene(objs, sel), sel, note, color_choice(objs, sel)
+        return edit_result(*tc.delete(parse(rows), sel))
 
     @guard
     def on_deselect(rows):
@@ -212,28 +221,27 @@ def build_clevr_tab(zoo, cfg: Config, status: dict) -> dict:
 
     @guard
     def on_clear():
-        return table([]), tc.draw_scene([], None), None, "All objects removed.", color_choice([], None)
+        return edit_result([], None, "All objects removed.")
 
     @guard
     def on_random(k, lseed):
         objs = tc.random_objects(k, lseed)
-        return (table(objs), tc.draw_scene(objs, None), None, f"{len(objs)} random places (layout seed {lseed}).",
-                color_choice(objs, None))
+        return edit_result(objs, None, f"{len(objs)} random places (layout seed {lseed}).")
 
     def on_table_edit(rows, sel):
-        """Redraw after a table edit. An invalid cell keeps the old scene: Compose then names the
-        field, once (a message here as well would say it twice)."""
+        """Redraw after a table edit (and keep the edit for the next click). An invalid cell keeps the
+        old scene: Compose (or a click) then names the field, once (a message here would say it twice)."""
         try:
             objs = parse(rows)
         except Exception:  # noqa: BLE001
-            return gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), rows
         sel = sel if sel is not None and 0 <= sel < len(objs) else None
-        return tc.draw_scene(objs, sel), sel
+        return tc.draw_scene(objs, sel), sel, rows
 
     @guard
     def on_color(rows, sel, color):
         objs = tc.set_color(parse(rows), sel, color, colors)
-        return table(objs), tc.draw_scene(objs, sel), tc.selection_note(objs, sel)
+        return table(objs), tc.draw_scene(objs, sel), tc.selection_note(objs, sel), table(objs)
 
     def _duration(rows, background, steps, seed, samples, *a, **k):
         try:
@@ -359,29 +367,30 @@ def build_clevr_tab(zoo, cfg: Config, status: dict) -> dict:
             contrib = gr.Image(label="contribution maps (one colour scale)", format="png", interactive=False)
             contrib_md = gr.Markdown()
         selected = gr.State(None)
+        edited = gr.State(table(default_objs))  # the objects table as the edits left it (see edit_result)
 
-        edit_out = [objects, scene, selected, note, obj_color]
-        scene.select(on_click, [objects, selected], edit_out, api_visibility="private", concurrency_limit=None)
-        delete_btn.click(on_delete, [objects, selected], edit_out, api_visibility="private", concurrency_limit=None)
-        deselect_btn.click(on_deselect, [objects], [scene, selected, note, obj_color], api_visibility="private",
-                           concurrency_limit=None)
-        clear_btn.click(on_clear, None, edit_out, api_name="clear_objects", concurrency_limit=None)
-        rand_btn.click(on_random, [k, loc_seed], edit_out, api_name="random_objects", concurrency_limit=None)
-        objects.input(on_table_edit, [objects, selected], [scene, selected], api_visibility="private",
-                      concurrency_limit=None, trigger_mode="always_last")
-        obj_color.input(on_color, [objects, selected, obj_color], [objects, scene, note], api_visibility="private",
-                        concurrency_limit=None)
+        edit_out = [objects, scene, selected, note, obj_color, edited]
+        # One edit at a time, in order (cheap: a parse and a 256-px drawing); no spinners over the scene.
+        ed = dict(concurrency_id="scene-edit", concurrency_limit=1, show_progress="hidden")
+        scene.select(on_click, [edited, selected], edit_out, api_visibility="private", trigger_mode="multiple", **ed)
+        delete_btn.click(on_delete, [edited, selected], edit_out, api_visibility="private", **ed)
+        deselect_btn.click(on_deselect, [edited], [scene, selected, note, obj_color], api_visibility="private", **ed)
+        clear_btn.click(on_clear, None, edit_out, api_name="clear_objects", **ed)
+        rand_btn.click(on_random, [k, loc_seed], edit_out, api_name="random_objects", **ed)
+        objects.input(on_table_edit, [objects, selected], [scene, selected, edited], api_visibility="private",
+                      trigger_mode="always_last", **ed)
+        obj_color.input(on_color, [edited, selected, obj_color], [objects, scene, note, edited],
+                        api_visibility="private", **ed)
         live_in = [objects, background, steps, seed, samples, bf16, upsampling, markers]
         live_out = [left, right, progress, hits]
         run_btn.click(compose_live, live_in, live_out, api_name="compose_clevr_live", concurrency_id="sampler",
                       concurrency_limit=cfg.concurrency, show_progress="hidden")
         for ex, btn in zip(exs, ex_btns):
             def load(ex=ex):
-                objs = list(ex["objects"])
-                return (table(objs), tc.draw_scene(objs), None, tc.example_note(ex), color_choice(objs, None),
+                return (*edit_result(list(ex["objects"]), None, tc.example_note(ex)),
                         ex["background"], ex["steps"], ex["seed"], ex["samples"])
             btn.click(load, None, edit_out + [background, steps, seed, samples], api_visibility="private",
-                      concurrency_limit=None).then(
+                      **ed).then(
                 compose_live, live_in, live_out, api_visibility="private", concurrency_id="sampler",
                 concurrency_limit=cfg.concurrency, show_progress="hidden")
         contrib_btn.click(contribution_map, [objects, sigma, seed], [contrib, contrib_md], api_name="contribution_map",

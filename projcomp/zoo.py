@@ -24,7 +24,10 @@ ROLES = {
                                                  # presets also p_b by the 'empty' label; object-empty
                                                  # adds a colour per object). Earlier = preferred.
     "clutter": ("clutter-location",),            # p_i of C (and the cluttered p_b by its null label).
-    "color": ("color",),                         # Fig 5 colour conditionals (and their null label).
+    "color": ("object-empty", "color"),          # Fig 5 colour conditionals (and their null label); an
+                                                 # object-empty net also serves here (experiments.color_spec
+                                                 # prefers it). A preset may serve several roles: role_of
+                                                 # names the first, find(role) sees every net listed for it.
 }
 
 
@@ -89,7 +92,9 @@ class Zoo:
     def find(self, role: str, resolution: Optional[int] = None) -> str:
         """The checkpoint name for a role: at `resolution` if given, else at the preferred
         resolution when the role has a checkpoint there, else the highest one."""
-        names = [n for n in self.entries if self.role_of(n) == role and (resolution is None or self.resolution_of(n) == resolution)]
+        presets = ROLES.get(role, ())
+        names = [n for n in self.entries if (self.entries[n].get("dataset") or {}).get("preset") in presets
+                 and (resolution is None or self.resolution_of(n) == resolution)]
         if not names:
             have = ", ".join(f"{n} ({self.role_of(n)}, {self.resolution_of(n)}px)" for n in self.entries) or "none"
             raise ZooError(f"no checkpoint for role {role!r}" + (f" at {resolution}px" if resolution else "") + f" in {self.root!r} (have: {have})")
@@ -97,7 +102,7 @@ class Zoo:
             pref = [n for n in names if self.resolution_of(n) == self.preferred_resolution()]
             names = pref or names
         # Highest resolution first; among equals, the preset listed first in ROLES (the newest kind).
-        rank = lambda n: ROLES[role].index((self.entries[n].get("dataset") or {}).get("preset"))  # noqa: E731
+        rank = lambda n: presets.index((self.entries[n].get("dataset") or {}).get("preset"))  # noqa: E731
         return max(names, key=lambda n: (self.resolution_of(n), -rank(n)))
 
     def has(self, role: str, resolution: Optional[int] = None) -> bool:

@@ -20,12 +20,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_zoo(root: str, corrupt: str | None = "clevr-clutter-16") -> str:
-    """The four CLEVR roles at the `tiny` training preset's size (random weights); `corrupt` names a
-    checkpoint whose weights file is overwritten with garbage (a truncated download)."""
+# Like the shipped set: a location net with a colour per object (object-empty) beside the older one.
+SHIPPED_LIKE = ("empty", "location-empty", "object-empty", "clutter-location", "color")
+
+
+def make_zoo(root: str, corrupt: str | None = "clevr-clutter-16", roles=None) -> str:
+    """The four CLEVR roles at the `tiny` training preset's size (random weights), or the dataset
+    presets `roles`; `corrupt` names a checkpoint whose weights file is overwritten with garbage
+    (a truncated download)."""
     from projcomp.tabs.common import write_random_zoo
 
-    write_random_zoo(root, preset="tiny")
+    write_random_zoo(root, preset="tiny", **({"roles": roles} if roles else {}))
     if corrupt:
         with open(os.path.join(root, corrupt, "model.safetensors"), "wb") as f:
             f.write(b"\x00\x01 not a safetensors file")
@@ -64,6 +69,7 @@ class AppServer:
             try:
                 with urllib.request.urlopen(self.url + "config", timeout=2) as r:
                     if r.status == 200:
+                        self.start_log = self.read_log()  # what it logged until it served
                         return
             except OSError:
                 time.sleep(0.5)
@@ -79,10 +85,17 @@ class AppServer:
         except OSError:
             return False
 
-    def read_log(self) -> str:
+    def read_log(self, start: int = -5000) -> str:
+        """The server's output from character `start` (default: its last 5000 characters)."""
         self.log.flush()
         with open(self.log_path) as f:
-            return f.read()[-5000:]
+            text = f.read()
+        return text[start:]
+
+    def log_size(self) -> int:
+        self.log.flush()
+        with open(self.log_path) as f:
+            return len(f.read())
 
     def close(self) -> None:
         if self.proc.poll() is None:

@@ -24,7 +24,8 @@ COLOR_LOCATION_SCHEMA = {"type": "location", "dim": 2, "empty": True,
 def build_tiny_zoo(root, resolution=16, seed=0, location_schema=None):
     """Random-weight EDM2 nets in the four CLEVR roles, saved as real checkpoints under `root`.
     `location_schema` replaces the location net's condition schema (e.g. COLOR_LOCATION_SCHEMA: then
-    it is saved as trained on the location-empty preset, and also models the empty scene)."""
+    it is saved as trained on the object-empty preset, like checkpoints/clevr-object-32: a colour per
+    object, and the 'empty' label for the empty scene)."""
     import torch
 
     from projcomp.checkpoint import save
@@ -34,7 +35,7 @@ def build_tiny_zoo(root, resolution=16, seed=0, location_schema=None):
 
     roles = {
         "clevr-empty-%d": ("empty", None),
-        "clevr-location-%d": (("location-empty", location_schema) if location_schema
+        "clevr-location-%d": (("object-empty", location_schema) if location_schema
                               else ("location", {"type": "location", "dim": 2})),
         "clevr-clutter-%d": ("clutter-location", {"type": "location", "dim": 2}),
         "clevr-color-%d": ("color", {"type": "color", "classes": list(CLEVR_COLORS)}),

@@ -162,6 +162,39 @@ def test_colour_control_follows_the_location_schema(tiny_zoo_dir, tiny_color_zoo
     assert not any(ex["label"] == "a colour per object" for ex in clevr.examples(common.zoo_status(plain)))
 
 
+def test_the_colour_role_sees_the_object_empty_net(tiny_zoo_dir, tiny_color_zoo_dir, tmp_path):
+    """An object-empty net (a colour per object, the 'empty' label) serves the location role and also
+    the colour role, preferred over a plain colour net at the same resolution: the status line names
+    the net the Colours tab samples (experiments.color_spec)."""
+    import shutil
+
+    import app
+    from projcomp.tabs import colours, common
+    from projcomp.zoo import Zoo
+
+    zoo, _ = common.open_zoo(tiny_color_zoo_dir)
+    assert zoo.entries["clevr-location-16"]["dataset"]["preset"] == "object-empty"
+    assert zoo.role_of("clevr-location-16") == "location" and zoo.role_of("clevr-color-16") == "color"
+    assert zoo.find("location") == "clevr-location-16" and zoo.find("color") == "clevr-location-16"
+    assert colours._spec(zoo).terms[0].model == zoo.find("color")
+    st = common.zoo_status(zoo)
+    assert st["roles"]["color"] == "clevr-location-16" and "Missing role" not in app.status_markdown(zoo, st, [])
+    # Without a plain colour net the object-empty net still serves the colour role ...
+    only = tmp_path / "object-only"
+    shutil.copytree(tiny_color_zoo_dir, only)
+    shutil.rmtree(only / "clevr-color-16")
+    zoo2 = Zoo(str(only))
+    assert zoo2.find("color") == "clevr-location-16" and colours.has_color_net(zoo2)
+    assert "Missing role" not in app.status_markdown(zoo2, common.zoo_status(zoo2), [])
+    # ... a location net without colours does not.
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_zoo_dir, plain)
+    shutil.rmtree(plain / "clevr-color-16")
+    zoo3 = Zoo(str(plain))
+    assert not zoo3.has("color") and not colours.has_color_net(zoo3)
+    assert "Missing role(s): color" in app.status_markdown(zoo3, common.zoo_status(zoo3), [])
+
+
 def test_scene_editing_select_move_delete():
     from projcomp.tabs import clevr, common
 
@@ -217,6 +250,60 @@ def test_heatmap_numbers_contrast_with_their_cells():
     assert readable_text_color((0.97, 0.97, 0.97)) == "black"  # near-white middle
 
 
+def test_project_errors_are_messages_and_bugs_are_logged_with_a_traceback(capfd):
+    """app.guard: a ProjcompError becomes one gr.Error with its text and nothing in the log (Gradio is
+    told not to print a traceback); any other exception is logged once as an internal error with its
+    traceback, and the visitor is told so. Plain and streaming handlers alike."""
+    import gradio as gr
+
+    import app
+    from projcomp.tabs import common
+
+    def user():
+        raise common.InputError("seed", "-1 is out of range (allowed 0 to 2147483647)")
+
+    def bug():
+        return {}["no such key"]
+
+    def stream(fail):
+        yield 1
+        fail()
+
+    capfd.readouterr()
+    for fn in (app.guard(user), lambda: list(app.guard(stream)(user))):
+        with pytest.raises(gr.Error) as ei:
+            fn()
+        assert ei.value.message == "seed: -1 is out of range (allowed 0 to 2147483647)"
+        assert ei.value.print_exception is False
+        assert capfd.readouterr().err == ""
+    for fn in (app.guard(bug), lambda: list(app.guard(stream)(bug))):
+        with pytest.raises(gr.Error) as ei:
+            fn()
+        assert ei.value.message == "Internal error (KeyError); it is logged on the server."
+        assert ei.value.print_exception is False  # logged once, here:
+        err = capfd.readouterr().err
+        assert err.startswith("[app] internal error: KeyError: 'no such key'")
+        assert err.count("Traceback (most recent call last)") == 1 and 'return {}["no such key"]' in err
+
+
+def test_the_server_log_is_clean_at_start_and_after_visitor_errors(server, client):
+    """No error or warning line while the app starts; a visitor's bad input (a message, streamed or
+    not) adds no traceback to the log."""
+    import re
+
+    assert not [ln for ln in server.start_log.splitlines() if re.search(r"error|warn|traceback", ln, re.I)], \
+        server.start_log
+    start = server.log_size()
+    bad = T([[0.3, 0.5, 50]])
+    for api in ("/compose_clevr", "/compose_clevr_live"):
+        _expect_error(client, "object 1 weight: 50 is too large", bad, "empty", 2, 0, 1, True, api_name=api)
+    _expect_error(client, "objects: at most 10", 0.5, 0.5, 1.0, T([[0.05 + 0.09 * i, 0.5, 1.0] for i in range(10)]),
+                  api_name="/add_object")
+    time.sleep(0.5)
+    new = server.read_log(start)
+    assert "Traceback" not in new and "Error" not in new, new
+
+
 def test_every_endpoint_is_exposed(client):
     api = client.view_api(print_info=False, return_format="dict")
     assert ENDPOINTS <= set(api["named_endpoints"]), set(api["named_endpoints"])
@@ -244,9 +331,11 @@ def test_bayes_and_zero_objects(client):
 
 
 def test_object_editing(client):
+    from projcomp.tabs import clevr
+
     rows, scene = client.predict(0.25, 0.5, -1.0, T(THREE), api_name="/add_object")
     assert rows["data"][-1] == [0.25, 0.5, -1.0] and len(rows["data"]) == 4
-    assert _img(scene).shape == (256, 256, 3)
+    assert _img(scene).shape == (clevr.DISPLAY, clevr.DISPLAY, 3)
     rows, scene = client.predict(5, 3, api_name="/random_objects")[:2]
     xy = np.array([r[:2] for r in rows["data"]])
     assert xy.shape == (5, 2) and (xy >= 0).all() and (xy <= 1).all()

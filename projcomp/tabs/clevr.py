@@ -22,7 +22,8 @@ from .common import (ALT_RGB, BACKGROUNDS, HIT_RGB, MAX_OBJECTS, MAX_SAMPLES, MA
                      InputError, blank, caption, device_of, font, grid_cols, integer, number,
                      progress_text, setting_problem, stream_jobs, table_rows, upscale, weight, zoo_status)
 
-DISPLAY = 256          # pixels of the scene picker
+DISPLAY = 320          # pixels of the scene picker: more than the app shows it at (268 px), because the
+                       # browser maps a click to the image's own pixels right only when it is not upscaled
 TILE = 192             # pixels of each result tile (6x a 32-px sample)
 RING = 0.075           # ring radius on the scene, in image widths (wider than a CLEVR object)
 PICK = 0.07            # a click this close to an object's centre selects it
