@@ -2,15 +2,16 @@
 first-time visitor at 1280×800: compose and watch the progress text change, find the Compose button
 and both result panels in view; click every example on every tab (result images, no error);
 place objects by clicking, select one by clicking its ring, delete it (table and rings agree);
-bad inputs give exactly one message naming the field. Saves the first view after composing to
-$PROJCOMP_ARTIFACTS/app_clevr.png (default: a pytest temp folder).
+eleven clicks in one burst place ten objects and the 11th is refused; bad inputs give exactly one
+message naming the field. Saves the first view after composing to $PROJCOMP_ARTIFACTS/app_clevr.png
+(default: a pytest temp folder).
 
-Random-weight `tiny` checkpoints by default; $PROJCOMP_TEST_CHECKPOINTS=checkpoints runs the same
-test over the shipped models (with $PROJCOMP_TEST_STEPS steps, default 2) -- that is how the
-README's screenshot is taken:
+Random-weight `tiny` checkpoints by default (the shipped set's roles, with a colour per object); $PROJCOMP_TEST_CHECKPOINTS=checkpoints runs the same
+test over the shipped models ($PROJCOMP_TEST_STEPS sets the Heun steps; default: the app's 16) --
+that is how the README's screenshot is taken:
     PROJCOMP_TEST_CHECKPOINTS=checkpoints PROJCOMP_TEST_STEPS=16 PROJCOMP_ARTIFACTS=docs \
-        python -m pytest -q -s tests/test_browser.py
-"""
+        python -m pytest -q -s tests/test_browser.py -k first_visit
+(without -k, every test runs over the shipped models too)."""
 
 import os
 import re
@@ -26,7 +27,7 @@ if CHROMIUM is None:
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from app_server import AppServer, make_zoo  # noqa: E402
+from app_server import SHIPPED_LIKE, AppServer, make_zoo  # noqa: E402
 
 
 import base64  # noqa: E402
@@ -53,7 +54,8 @@ def tiny_sdxl(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_sdxl):
-    zoo = os.environ.get("PROJCOMP_TEST_CHECKPOINTS") or make_zoo(str(tmp_path_factory.mktemp("zoo")), corrupt=None)
+    zoo = (os.environ.get("PROJCOMP_TEST_CHECKPOINTS")
+           or make_zoo(str(tmp_path_factory.mktemp("zoo")), corrupt=None, roles=SHIPPED_LIKE))
     srv = AppServer(os.path.abspath(zoo), env={"PROJCOMP_SDXL_MODELS": tiny_sdxl or ""})
     yield srv
     srv.close()
@@ -108,6 +110,19 @@ def _wait_done(page, sel, timeout=300_000):
     page.wait_for_function("""sel => { const log = window.__seen[sel] || [];
         return log.some(t => t.includes('Sampling')) && log[log.length - 1].startsWith('Done'); }""",
                            arg=sel, timeout=timeout)
+
+
+def _run_examples(page, tab, progress, timings):
+    """Click each example button #ex-<tab>-<i> in turn and wait until `progress` is done; yields i
+    after each (the caller checks what it shows) and records click-to-done seconds in `timings`."""
+    for i in range(page.locator(f"[id^=ex-{tab}-]").count()):
+        _watch(page, progress)
+        t0 = time.time()
+        button = page.locator(f"#ex-{tab}-{i}")
+        button.click()
+        _wait_done(page, progress)
+        timings[button.inner_text()] = round(time.time() - t0, 1)
+        yield i
 
 
 def _toasts(page):
@@ -240,12 +255,7 @@ def test_every_example_on_every_tab(page, tiny_sdxl):
         assert page.locator("#seed input").input_value() == m.group(1)
         assert page.locator("#samples input[type=number]").input_value() == m.group(2)
     page.get_by_role("tab", name="Colours (Fig 5)").click()
-    for i in range(page.locator("[id^=ex-colours-]").count()):
-        _watch(page, "#cprogress")
-        t0 = time.time()
-        page.locator(f"#ex-colours-{i}").click()
-        _wait_done(page, "#cprogress")
-        timings[page.locator(f"#ex-colours-{i}").inner_text()] = round(time.time() - t0, 1)
+    for _ in _run_examples(page, "colours", "#cprogress", timings):
         assert _image_loaded(page, "#cout") and "detected in" in page.locator("#cmd").inner_text()
         assert _toasts(page) == []
     page.get_by_role("tab", name="Theory lab").click()
@@ -266,12 +276,7 @@ def test_every_example_on_every_tab(page, tiny_sdxl):
     else:
         assert status.startswith("Ready") and page.locator("#srun").is_enabled()
         _set_slider(page, "#sdxl-steps", 2)
-        for i in range(page.locator("[id^=ex-sdxl-]").count()):
-            _watch(page, "#sprogress")
-            t0 = time.time()
-            page.locator(f"#ex-sdxl-{i}").click()
-            _wait_done(page, "#sprogress")
-            timings[page.locator(f"#ex-sdxl-{i}").inner_text()] = round(time.time() - t0, 1)
+        for _ in _run_examples(page, "sdxl", "#sprogress", timings):
             assert page.locator("#sgal img").first.evaluate("img => img.complete && img.naturalWidth > 0")
             assert _toasts(page) == []
     print("example timings (s, click to done):", timings)
@@ -284,3 +289,30 @@ def test_bad_inputs_show_one_message_naming_the_field(page):
     page.wait_for_function("document.querySelectorAll('.toast-message-text').length > 0")
     page.wait_for_timeout(1500)  # a second message would have arrived by now
     assert _toasts(page) == ["seed: -1 is out of range (allowed 0 to 2147483647)"]
+
+
+
+def test_eleven_quick_clicks_place_ten_objects_and_the_eleventh_is_one_message(page):
+    """Eleven clicks on the floor in one burst (all of them before the server answers the first): none
+    is dropped while an earlier one is being handled, each sees the objects the earlier ones left,
+    so ten objects are placed and the 11th click is refused with exactly one message naming the field."""
+    page.locator("#clear").click()
+    _wait_rows(page, 0)
+    page.wait_for_timeout(800)
+    spots = [(x, y) for y in (0.45, 0.62, 0.79) for x in (0.12, 0.31, 0.5, 0.69, 0.88)][:11]
+    # Mouse clicks dispatched from one script run: the browser cannot handle a reply in between.
+    page.locator("#scene img").evaluate("""(img, spots) => { const r = img.getBoundingClientRect();
+        for (const [fx, fy] of spots) img.dispatchEvent(new MouseEvent('click', {bubbles: true, cancelable: true,
+            view: window, clientX: r.left + fx * r.width, clientY: r.top + fy * r.height})); }""", spots)
+    page.wait_for_function("document.querySelectorAll('.toast-message-text').length > 0", timeout=60_000)
+    _wait_rows(page, 10)
+    page.wait_for_timeout(1500)  # a second message would have arrived by now
+    toasts = _toasts(page)
+    print("11th click:", toasts)
+    assert toasts == ["objects: at most 10 are allowed; select one and delete it first"], toasts
+    xs = _coords(page)
+    placed = {min(range(11), key=lambda j: abs(spots[j][0] - x) + abs(spots[j][1] - y))
+              for x, y in zip(xs[0::2], xs[1::2])}
+    assert len(placed) == 10, (spots, xs)  # ten different spots, each where it was clicked:
+    for x, y in zip(xs[0::2], xs[1::2]):  # within 2.5 px of the 320-px scene, near its edges too
+        assert any(abs(x - fx) < 0.008 and abs(y - fy) < 0.008 for fx, fy in spots), (x, y, spots)
