@@ -85,6 +85,15 @@ def _internal(e: BaseException) -> gr.Error:
                     print_exception=False)
 
 
+def _final(stream, *keep: int) -> tuple:
+    """The API form of a streaming handler: run it to the end and return the outputs at positions
+    `keep` of the last tuple it yields (the finished result, not the progress updates)."""
+    out = None
+    for out in stream:
+        pass
+    return tuple(out[i] for i in keep)
+
+
 def guard(fn):
     """Run `fn`; project errors become one message (gr.Error), others are logged as internal errors.
     Works for plain functions and generators (streamed outputs)."""
@@ -272,10 +281,7 @@ def build_clevr_tab(zoo, cfg: Config, status: dict) -> dict:
     @guard
     def compose_api(rows, background, steps, seed, samples, bf16):
         """(left image, right image, summary markdown): the composition and its counterpart, same seeds."""
-        out = None
-        for out in compose_live.__wrapped__(rows, background, steps, seed, samples, bf16, "sharp", "outline"):
-            pass
-        return out[0], out[1], out[3]
+        return _final(compose_live.__wrapped__(rows, background, steps, seed, samples, bf16, "sharp", "outline"), 0, 1, 3)
 
     @guard
     def contribution_map(rows, sigma, seed):
@@ -443,10 +449,7 @@ def build_colours_tab(zoo, cfg: Config, app: gr.Blocks) -> None:
 
     @guard
     def compose_api(colors, weight, steps, seed, samples, bf16):
-        out = None
-        for out in compose_live.__wrapped__(colors, weight, steps, seed, samples, bf16):
-            pass
-        return out[0], out[2]
+        return _final(compose_live.__wrapped__(colors, weight, steps, seed, samples, bf16), 0, 2)
 
     with gr.Tab("Colours (Fig 5)", id="colours"):
         gr.Markdown("Compose colour-conditioned one-object models over their unconditional term. The "
@@ -557,10 +560,7 @@ def build_sdxl_tab(zoo, cfg: Config) -> None:
 
     @guard
     def compose_api(rows, background, steps, seed, samples, model):
-        out = None
-        for out in compose_live.__wrapped__(rows, background, steps, seed, samples, model):
-            pass
-        return out[0], out[2]
+        return _final(compose_live.__wrapped__(rows, background, steps, seed, samples, model), 0, 2)
 
     msg0, ok0 = state(default)
     with gr.Tab("SDXL prompts", id="sdxl"):
