@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# (Historical: the recipe of the first CPU-trained 32x32 set; the shipped 32x32 net is now made by scripts/train_cpu.sh.)
 # Reproduce the shipped CLEVR checkpoints (checkpoints/clevr-*-32) from scratch on a CPU.
 #
 #   bash scripts/train_shipped.sh location        # the location net (settings A/B terms, p_u by null label)

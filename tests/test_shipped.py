@@ -20,7 +20,7 @@ FOLDERS = sorted(d for d in glob.glob(os.path.join(ROOT, "clevr-*")) if os.path.
 
 
 def test_every_shipped_checkpoint_loads_and_records_its_commands():
-    assert {os.path.basename(d) for d in FOLDERS} >= {"clevr-location-32", "clevr-clutter-32", "clevr-color-32"}
+    assert {os.path.basename(d) for d in FOLDERS} >= {"clevr-object-32", "clevr-clutter-32"}
     total = 0
     for d in FOLDERS:
         cfg = json.load(open(os.path.join(d, "config.json")))
@@ -28,6 +28,8 @@ def test_every_shipped_checkpoint_loads_and_records_its_commands():
         assert cfg["command"].startswith("python -m projcomp.train ")
         assert cfg["dataset"]["command"].startswith("python -m projcomp.clevr make ")
         assert cfg["final"] and cfg["images_seen"] > 0 and cfg["dtype"] == "float16"
+        # No machine path: the dataset is named as given on the command line, plus its hash.
+        assert not os.path.isabs(cfg["dataset"]["path"]) and cfg["dataset"]["path"].startswith("data/")
         net = projcomp.load(d)
         assert tuple(net.image_shape) == tuple(cfg["image_shape"])
         assert sum(p.numel() for p in net.parameters()) == cfg["num_parameters"]
@@ -53,3 +55,22 @@ def test_shipped_location_model_composes_over_empty_but_not_bayes(resolution):
     hits_b, det_b = found["B"]
     assert hits_a >= 4, found          # of 12 requested places (4 seeds x 3 objects)
     assert hits_a >= hits_b + 3 and det_a > det_b, found
+
+
+def test_shipped_object_net_places_objects_and_hears_the_colour():
+    """The object net (issue 15): over the empty background, places asked for a colour still get
+    their objects, and the colour asked for changes what is drawn there (the colour-match rate
+    itself is measured in the README: the colour condition is weak at this training budget)."""
+    zoo = Zoo(ROOT, resolution=32)
+    name = zoo.find("location")
+    assert (zoo.entries[name].get("condition") or {}).get("encoding") == "map"
+    locs = [[0.3, 0.55], [0.7, 0.55], [0.5, 0.75]]
+    out = {}
+    for colors in (("red", "blue", "yellow"), ("yellow", "red", "blue")):
+        spec = setting_spec(zoo, "A", locs, [0, 1, 2, 3], sampler={"num_steps": 12}, colors=list(colors))
+        imgs = to_uint8(run_spec(spec, zoo, batch=16))
+        hits = sum(sum(judge_locations(im, locs)["hits"]) for im in imgs)
+        assert hits >= 8, (colors, hits)  # of 12 requested places
+        out[colors] = imgs.astype(np.float64)
+    a, b = out.values()
+    assert np.abs(a - b).mean() > 2.0  # same seeds and places, other colours: other images
