@@ -68,11 +68,17 @@ def mean_empty_scene(resolution: int, n: int = 32, seed: int = 0) -> np.ndarray:
     """The renderer's mean empty scene [R, R, 3] in [0, 1] (camera and light jitter averaged):
     the floor an object's contrast is measured against."""
     if resolution not in _EMPTY_MEAN:
-        from .clevr.render import render
-        from .clevr.scene import sample_scene
-        imgs = [render(sample_scene([0xF1002, seed, i], 0, resolution=resolution), resolution) for i in range(n)]
-        _EMPTY_MEAN[resolution] = np.mean(np.stack(imgs).astype(np.float64) / 255.0, axis=0)
+        _EMPTY_MEAN[resolution] = np.mean(empty_scenes(resolution, n, [0xF1002, seed]).astype(np.float64) / 255.0, axis=0)
     return _EMPTY_MEAN[resolution]
+
+
+def empty_scenes(resolution: int, n: int, seed) -> np.ndarray:
+    """n rendered empty scenes uint8 [n, R, R, 3] (camera and light jitter from seed sequence
+    (*seed, i)): the floor that contrast and leak are measured on."""
+    from .clevr.render import render
+    from .clevr.scene import sample_scene
+    seed = list(seed) if isinstance(seed, (list, tuple)) else [seed]
+    return np.stack([render(sample_scene([*seed, i], 0, resolution=resolution), resolution) for i in range(n)])
 
 
 def place_contrast(image_u8: np.ndarray, locations: Sequence, radius_frac: float = 0.06) -> np.ndarray:
@@ -237,12 +243,8 @@ def leak(net, k: int = 4, location_sets: int = 4, images: int = 8, sigmas: Seque
     NEAR it (within `radius`: the object the term is for), over noisy empty scenes x = x0 + sigma n
     (x0 rendered by the renderer), D_b the net's 'empty' label. Exact factorized conditionals
     (Def 5.2) have zero leak. Returns one row per sigma."""
-    from .clevr.render import render
-    from .clevr.scene import sample_scene
-
     R = net.img_resolution
-    x0 = torch.from_numpy(np.stack([render(sample_scene([0x1EA4, seed, i], 0, resolution=R), R)
-                                    for i in range(images)])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    x0 = torch.from_numpy(empty_scenes(R, images, [0x1EA4, seed])).permute(0, 3, 1, 2).float() / 127.5 - 1
     yy, xx = torch.meshgrid((torch.arange(R) + 0.5) / R, (torch.arange(R) + 0.5) / R, indexing="ij")
     g = torch.Generator().manual_seed(seed)
     rows = []
