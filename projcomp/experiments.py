@@ -101,21 +101,9 @@ def color_spec(zoo: Zoo, colors: Sequence[str], seeds: Sequence[int], weights: O
     if background not in ("auto", "empty", "null"):
         raise CompositionError(f"background: {background!r} is not one of auto, empty, null")
     if model is None:
-        # Nets with a colour per object AND the 'empty' label (preset object-empty: p_c, p_b and p_u
-        # from one net) before plain colour nets (preset color); the preferred resolution first.
-        def usable(n):
-            return resolution is None or zoo.resolution_of(n) == int(resolution)
-
-        obj = [n for n in zoo.entries if usable(n) and (zoo.entries[n].get("condition") or {}).get("colors")
-               and zoo.has_empty_label(n)]
-        old = [n for n in zoo.entries if usable(n) and (zoo.entries[n].get("dataset") or {}).get("preset") == "color"]
-        pref = zoo.preferred_resolution()
-        key = lambda n: (zoo.resolution_of(n) != pref, -zoo.resolution_of(n), n)  # noqa: E731
-        names = sorted(obj, key=key) + sorted(old, key=key)
-        if not names:
-            raise ZooError(f"no checkpoint for role 'color'" + (f" at {resolution}px" if resolution else "")
-                           + f" in {zoo.root!r}")
-        model = names[0]
+        # The registry's one rule (zoo.ROLES lists object-empty nets before plain colour nets), so
+        # the Colours tab and anything that asks the Zoo for the "color" role agree on the net.
+        model = zoo.find("color", resolution)
     own_empty = zoo.has_empty_label(model)
     per_object = bool((zoo.entries[model].get("condition") or {}).get("colors"))
     if background == "auto":
