@@ -31,7 +31,7 @@ import torch
 
 from .compose import CompositionError
 from .experiments import SETTINGS, color_spec, random_locations, setting_spec
-from .zoo import Zoo, ZooError
+from .zoo import Zoo, ZooError, torch_device
 from .generate import parse_seeds, run_spec
 from .imageio import image_grid, to_uint8
 from .sampling import SamplingError
@@ -244,19 +244,22 @@ def leak(net, k: int = 4, location_sets: int = 4, images: int = 8, sigmas: Seque
     (x0 rendered by the renderer), D_b the net's 'empty' label. Exact factorized conditionals
     (Def 5.2) have zero leak. Returns one row per sigma."""
     R = net.img_resolution
+    dev = next(net.parameters()).device
     x0 = torch.from_numpy(empty_scenes(R, images, [0x1EA4, seed])).permute(0, 3, 1, 2).float() / 127.5 - 1
     yy, xx = torch.meshgrid((torch.arange(R) + 0.5) / R, (torch.arange(R) + 0.5) / R, indexing="ij")
+    yy, xx = yy.to(dev), xx.to(dev)
     g = torch.Generator().manual_seed(seed)
     rows = []
     for sigma in sigmas:
         far, near = [], []
         for j in range(location_sets):
             locs = random_locations(k, seed=j)
-            x = x0 + sigma * torch.randn(x0.shape, generator=g)
+            x = (x0 + sigma * torch.randn(x0.shape, generator=g)).to(dev)
             conds = [net.encode_cond(xy) for xy in locs] + [net.encode_cond("empty")]
             xb = x.repeat(len(conds), 1, 1, 1)
-            cb = torch.stack(conds).repeat_interleave(images, 0)
-            D = net(xb, torch.full((xb.shape[0],), float(sigma)), cb).reshape(len(conds), images, 3, R, R)
+            cb = torch.stack(conds).to(dev).repeat_interleave(images, 0)
+            with torch.no_grad():
+                D = net(xb, torch.full((xb.shape[0],), float(sigma), device=dev), cb).reshape(len(conds), images, 3, R, R)
             for i, (px, py) in enumerate(locs):
                 diff = (D[i] - D[-1]).abs().mean(1)  # [images, R, R], mean over channels
                 mask = ((xx - px) ** 2 + (yy - py) ** 2) <= radius ** 2
@@ -507,6 +510,9 @@ def main(argv=None) -> int:
         p.add_argument("--resolution", type=int)
         p.add_argument("--batch", type=int, default=16)
         p.add_argument("--checkpoints", default=os.environ.get("PROJCOMP_CHECKPOINTS", "checkpoints"))
+    for p in [q for q in sub.choices.values() if q not in (pt, pr, ph)]:
+        p.add_argument("--device", default="cpu", help="where the nets sample: cpu (default) or cuda; the noise "
+                       "comes from per-seed CPU generators, so a seed gives the same image on either")
     p5.set_defaults(seeds=["0-31"], steps=16)
     args = ap.parse_args(argv)
     os.makedirs(args.outdir, exist_ok=True)
@@ -532,8 +538,9 @@ def main(argv=None) -> int:
         if args.cmd == "leak":
             from .checkpoint import load
             rows = []
+            device = torch_device(args.device)
             for folder in args.checkpoint:
-                net = load(folder, channels_last=False)
+                net = load(folder, channels_last=False, device=device)
                 seen = (getattr(net, "config", {}) or {}).get("images_seen")
                 for r in leak(net, k=args.k, location_sets=args.location_sets):
                     rows.append({"checkpoint": os.path.basename(os.path.normpath(folder)), "images_seen": seen, **r})
@@ -544,7 +551,7 @@ def main(argv=None) -> int:
         if args.cmd == "theory":
             from .theory.__main__ import main as theory_main
             return theory_main(["--outdir", args.outdir])
-        zoo = Zoo(args.checkpoints)
+        zoo = Zoo(args.checkpoints, device=args.device)
         sampler = {"num_steps": args.steps, "dtype": "bfloat16" if args.bf16 else "float32"}
         seeds = parse_seeds(args.seeds)
         if args.cmd in ("fig3", "table1"):

@@ -35,6 +35,18 @@ class ZooError(ProjcompError, ValueError):
     """A model role has no checkpoint, or a checkpoint folder is unusable; names the folder."""
 
 
+def torch_device(device: Any = None):
+    """`device` as a torch.device (None -> the CPU), with a clear message for a bad name."""
+    import torch
+    try:
+        dev = torch.device(device if device is not None else "cpu")
+    except (RuntimeError, TypeError) as e:
+        raise ZooError(f"device: {device!r} is not a torch device ({e})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ZooError(f"device: {device!r} asked for, but torch sees no CUDA device here")
+    return dev
+
+
 class Zoo:
     """Checkpoints found under `root` (one folder each), indexed by role and resolution, loaded lazily."""
 
@@ -45,11 +57,13 @@ class Zoo:
         resolution: Optional[int] = None,     # Preferred resolution where a role has several; None =
                                               # the lowest (fastest to sample; the best-trained shipped set).
         channels_last: Optional[bool] = None, # Conv weights NHWC (see checkpoint.load); None = on for CPU.
+        device: Any = None,                   # Where the nets live and sample ("cuda", ...); None = the CPU.
     ):
         self.root = root
         self.dtype = dtype
         self.channels_last = channels_last
         self.resolution = resolution
+        self.device = torch_device(device)
         self.entries: dict = {}  # name -> config dict
         self.problems: dict = {}  # name -> why its folder was skipped (unreadable config)
         if os.path.isdir(root):
@@ -115,7 +129,8 @@ class Zoo:
     def get(self, name: str):
         if name not in self._loaded:
             from .checkpoint import load
-            self._loaded[name] = load(os.path.join(self.root, name), dtype=self.dtype, channels_last=self.channels_last)
+            self._loaded[name] = load(os.path.join(self.root, name), dtype=self.dtype, channels_last=self.channels_last,
+                                      device=self.device)
         return self._loaded[name]
 
     def registry(self, names: Sequence[str]) -> dict:

@@ -253,6 +253,20 @@ PRESETS["cpu-32-map"] = {**PRESETS["cpu-32"], **dict(
     color_dropout=0.4, location_dropout=0.25, cond_encoding="map", map_sigma=1.5 / 32,
     status_every="4Ki", state_every="8Ki", num_threads=1,
 )}
+# One GPU, 32x32: the cpu-32-map net and conditions at a GPU's batch. Batch 256 (a 1.7 M-param
+# net is launch-bound on a GPU: larger batches cost little more per update), lr 0.008, decay after
+# 512 updates (128 Ki images), 32 Ki warm-up, 512 Ki images = 2048 updates, average of the last
+# 512 updates (128 Ki images). Several such runs share one card (scripts/train_gpu.sh).
+PRESETS["gpu-32-map"] = {**PRESETS["cpu-32-map"], **dict(
+    batch=256, batch_gpu=256, duration="512Ki", lr=0.008, t_ref=512, rampup="32Ki", avg_last=512,
+    status_every="32Ki", state_every="64Ki", num_threads=2,
+)}
+# One GPU, 64x64: the same with gpu-64-small's layout (a 64 px level in front, attention at 16
+# and 8; ~5 M params), batch 128, 256 Ki images = 2048 updates, average of the last 512.
+PRESETS["gpu-64-map"] = {**PRESETS["gpu-32-map"], **dict(
+    resolution=64, channel_mult=[1, 2, 2, 4], attn_resolutions=[16, 8], batch=128, batch_gpu=128,
+    duration="256Ki", t_ref=1024,
+)}
 # Tests: seconds on one core.
 PRESETS["tiny"] = dict(
     resolution=16, model_channels=16, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[8],
