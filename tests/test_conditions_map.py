@@ -179,3 +179,45 @@ def test_judge_scores_colour_and_contrast_on_a_rendered_scene():
     assert min(v["contrast"][:2]) > 2 * v["contrast"][2]
     wrong = judge_locations(img, places, colors=[c for c in ("cyan", "yellow")])
     assert wrong["color_match"] != [True, True] or {o["color"] for o in objs} == {"cyan", "yellow"}
+
+
+def test_map_color_puts_the_bump_in_the_asked_colours_channel():
+    enc = ConditionEncoder({**SCHEMA, "encoding": "map-color"})
+    assert enc.map_channels == 1 + len(COLORS)
+    vals = [{"xy": (0.3, 0.6), "color": "red"}, (0.3, 0.6), {"color": "red"}, "empty", None]
+    m = enc.location_map(enc.encode_batch(vals), 32)
+    assert m.shape == (5, 1 + len(COLORS), 32, 32)
+    bump = m[1, 0]
+    assert torch.equal(m[0, 0], bump) and bump.max() > 0.5
+    red = 1 + COLORS.index("red")
+    assert torch.equal(m[0, red], bump)                     # the place, in red's channel
+    assert m[0, 1:].sum(0).sub(bump).abs().max() == 0       # and in no other colour's
+    assert m[1, 1:].abs().max() == 0                        # any colour at xy: no colour channel
+    assert m[2:].abs().max() == 0                           # colour anywhere, empty, null: no place
+    # The plain map's channel is the same bump (the colour channels are added after it).
+    assert torch.equal(ConditionEncoder(SCHEMA).location_map(enc.encode_batch(vals[:1]), 32)[0, 0], bump)
+    with pytest.raises(ConditionError, match="map-color.*needs 'colors'"):
+        ConditionEncoder({"type": "location", "dim": 2, "encoding": "map-color"})
+
+
+def test_training_with_map_color_runs_and_the_checkpoint_reloads(tmp_path):
+    from projcomp.checkpoint import load
+    from projcomp.clevr.datasets import make_dataset
+    from projcomp.train import Trainer, TrainError, resolve_config
+
+    data = str(tmp_path / "obj.zip")
+    make_dataset("object-empty", 32, 16, data, seed=3, workers=1, progress=False)
+    cfg = resolve_config("tiny", {"cond_encoding": "map-color", "color_dropout": 0.4, "duration": 32})
+    tr = Trainer(cfg, data, str(tmp_path / "run"), progress=False)
+    assert tr.net.unet.map_channels == 1 + 8 and tr.condition["encoding"] == "map-color"
+    tr.run()
+    net = load(str(tmp_path / "run" / "checkpoint"))
+    assert net.unet.map_channels == 9 and net.encoder.encoding == "map-color"
+    c = net.encoder.encode_batch([{"xy": (0.5, 0.5), "color": "red"}, {"xy": (0.5, 0.5), "color": "blue"}])
+    with torch.no_grad():
+        d = net(torch.zeros(2, 3, 16, 16), torch.tensor([1.0, 1.0]), c)
+    assert (d[0] - d[1]).abs().max() > 0  # the colour changes the output
+    make_dataset("location-empty", 16, 16, str(tmp_path / "loc.zip"), seed=3, workers=1, progress=False)
+    with pytest.raises(TrainError, match="map-color.*no colour per object"):
+        Trainer(resolve_config("tiny", {"cond_encoding": "map-color", "duration": 32}), str(tmp_path / "loc.zip"),
+                str(tmp_path / "run2"), progress=False)

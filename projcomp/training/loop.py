@@ -226,11 +226,15 @@ class Trainer:
         # path of this machine): a reader can check a re-rendered zip is the same bytes.
         self.data_sha256 = ckpt.file_sha256(self.data)
         self.condition = self.meta.get("condition") if labels is not None else None
-        if self.cfg["cond_encoding"] == "map":
+        enc = self.cfg["cond_encoding"]
+        if enc != "global":
             if not self.condition or self.condition.get("type") != "location":
-                raise TrainError(f"--cond-encoding map: {self.data} has no location labels (condition "
+                raise TrainError(f"--cond-encoding {enc}: {self.data} has no location labels (condition "
                                  f"{self.condition!r}); the map encodes a place")
-            self.condition = {**self.condition, "encoding": "map", "map_sigma": float(self.cfg["map_sigma"])}
+            if enc == "map-color" and not self.condition.get("colors"):
+                raise TrainError(f"--cond-encoding map-color: {self.data} has no colour per object (dataset preset "
+                                 f"object-empty has)")
+            self.condition = {**self.condition, "encoding": enc, "map_sigma": float(self.cfg["map_sigma"])}
         if (self.cfg["color_dropout"] or self.cfg["location_dropout"]) and not (self.condition or {}).get("colors"):
             raise TrainError(f"--color-dropout / --location-dropout: {self.data} has no colour-per-object labels "
                              f"(dataset preset object-empty has)")
