@@ -241,3 +241,19 @@ def test_a_run_can_be_shortened_midway_before_averaging(data16, tmp_path):
     again = run_cli(base + ["--duration", "320", "--outdir", str(tmp_path / "long")])
     _, err = again.communicate(timeout=600)
     assert again.returncode != 0 and "duration" in err
+    # A run started without averaging (--avg-last 0) may go on, before its end, as an averaging
+    # run: its state at 128 images resumed with --avg-last 4 equals `ref` (which averaged from the start).
+    i = base.index("--avg-last")
+    plain = run_cli(base[:i] + ["--avg-last", "0"] + base[i + 2:] + ["--duration", "384", "--outdir", str(tmp_path / "plain")])
+    _, err = plain.communicate(timeout=600)
+    assert plain.returncode == 0, err
+    cut0 = tmp_path / "cut0"
+    cut0.mkdir()
+    for ext in (".safetensors", ".json"):
+        src = tmp_path / "plain" / f"training-state-{128:012d}{ext}"
+        (cut0 / src.name).write_bytes(src.read_bytes())
+    more = run_cli(base + ["--duration", "256", "--outdir", str(cut0)])
+    _, err = more.communicate(timeout=600)
+    assert more.returncode == 0, err
+    c = weights(cut0 / "checkpoint")
+    assert all(torch.equal(a[k], c[k]) for k in a)

@@ -93,11 +93,13 @@ def _avg_start(cfg: dict) -> Optional[int]:
 
 def _end_may_move(old: dict, cfg: dict, info: dict) -> bool:
     """Whether a state may resume with another duration / avg_last (RESUME_END_KEYS): averaging
-    has begun under neither config, both average, and the new end lies ahead."""
+    has begun under neither config, the new config averages, and the new end lies ahead. (An old
+    config without averaging, avg_last 0, holds no average yet: the new one starts it from zero
+    at its own first averaged update, exactly as a run started with the new values would.)"""
     a_old, a_new = _avg_start(old), _avg_start(cfg)
     step = int(info["step"])
-    return (a_old is not None and a_new is not None and int(info.get("avg_count", 0)) == 0
-            and step <= min(a_old, a_new) and cfg["duration"] > int(info["cur_nimg"]))
+    return (a_new is not None and int(info.get("avg_count", 0)) == 0
+            and step <= min(a_new, a_old if a_old is not None else a_new) and cfg["duration"] > int(info["cur_nimg"]))
 
 
 def restore_state(tensors: dict, net: torch.nn.Module, opt: torch.optim.Optimizer, avg: Optional[list],
@@ -116,7 +118,8 @@ def restore_state(tensors: dict, net: torch.nn.Module, opt: torch.optim.Optimize
                 opt.state[p] = {k: v.to(device) if k != "step" else v.clone() for k, v in st.items()}
         if avg is not None:
             for n, a in zip(names, avg):
-                a.copy_(tensors[f"avg.{n}"])
+                if f"avg.{n}" in tensors:  # absent when the state's run did not average (still zeros: see _end_may_move)
+                    a.copy_(tensors[f"avg.{n}"])
         for j, ema in enumerate(emas):
             for n, e in zip(names, ema):
                 e.copy_(tensors[f"ema{j}.{n}"])
