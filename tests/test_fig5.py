@@ -181,6 +181,18 @@ def test_evaluate_fig5_end_to_end(object_zoo, tmp_path):
         assert r["ci95_lo"] <= r["two_objects_rate"] <= r["ci95_hi"] and r["images"] == 2
     assert len(res["per_image"]) == 14 and set(res["toy"]) == {"renderer", "paper_floor"}
     assert res["lemma81_background"] == "empty scene"
+    # The single-colour control: every colour alone, the base first; its rate recomputed directly.
+    single = res["single_colour_control"]
+    assert [r["color"] for r in single] == ["yellow"] + [c for c in COLOURS if c != "yellow"]
+    assert (out / "fig5_single.md").is_file()
+    from projcomp.clevr.detect import detect
+    from projcomp.experiments import Zoo, color_spec
+    from projcomp.generate import run_spec
+    from projcomp.imageio import to_uint8
+    zoo = Zoo(object_zoo)
+    imgs = to_uint8(run_spec(color_spec(zoo, ["red"], [0, 1], sampler={"num_steps": 2}), zoo))
+    want = sum("red" in [d["color"] for d in detect(img)] for img in imgs) / 2
+    assert next(r for r in single if r["color"] == "red")["asked_colour_found_rate"] == want
     text = (out / "config.json").read_text() + (out / "results.json").read_text()
     assert str(tmp_path) not in text and object_zoo not in text
 
