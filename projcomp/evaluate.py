@@ -236,37 +236,85 @@ LEAK_SIGMAS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 
 
 @torch.no_grad()
+def cluttered_scenes(resolution: int, n: int, seed, num_objects=(3, 5)) -> tuple[np.ndarray, list]:
+    """n rendered scenes of 3-5 objects, uint8 [n, R, R, 3], and each scene's object places [(x, y), ...]
+    in [0, 1] image units (object 0 first): the "other objects" that leak is measured at."""
+    from .clevr.render import render
+    from .clevr.scene import sample_scene
+    seed = list(seed) if isinstance(seed, (list, tuple)) else [seed]
+    imgs, places = [], []
+    for i in range(n):
+        sc = sample_scene([*seed, i], num_objects, resolution=resolution)
+        imgs.append(render(sc, resolution))
+        places.append([(o["pixel_coords"][0] / resolution, o["pixel_coords"][1] / resolution) for o in sc["objects"]])
+    return np.stack(imgs), places
+
+
 def leak(net, k: int = 4, location_sets: int = 4, images: int = 8, sigmas: Sequence[float] = LEAK_SIGMAS,
-         radius: float = 0.15, seed: int = 0) -> list:
+         radius: float = 0.15, seed: int = 0, scenes: str = "empty", background=None) -> list:
     """What Def 5.1 multiplies: per noise level, the mean |D_i - D_b| AWAY from object i (pixels
     farther than `radius` image widths from its place: the leak, which k terms add k times) and
-    NEAR it (within `radius`: the object the term is for), over noisy empty scenes x = x0 + sigma n
-    (x0 rendered by the renderer), D_b the net's 'empty' label. Exact factorized conditionals
-    (Def 5.2) have zero leak. Returns one row per sigma."""
+    NEAR it (within `radius`: the object the term is for). Exact factorized conditionals (Def 5.2)
+    have zero leak. D_b is `background` (a condition; default the net's 'empty' label, else its
+    null label). Returns one row per sigma.
+
+    scenes='empty': x = x0 + sigma n over rendered empty scenes, k places per location set.
+    scenes='clutter': x0 = rendered scenes of 3-5 objects, term i asks for object 0's place; the
+    rows add |D_i - D_b| AT THE OTHER objects (within 0.09 image widths of them): the places where
+    the other terms of a composition put their objects, which a single-object net never saw in
+    training beside its own, and where Def 5.1 adds k - 1 such differences."""
     R = net.img_resolution
     dev = next(net.parameters()).device
-    x0 = torch.from_numpy(empty_scenes(R, images, [0x1EA4, seed])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    if background is None:
+        background = "empty" if getattr(net.encoder, "has_empty", False) else None
     yy, xx = torch.meshgrid((torch.arange(R) + 0.5) / R, (torch.arange(R) + 0.5) / R, indexing="ij")
     yy, xx = yy.to(dev), xx.to(dev)
     g = torch.Generator().manual_seed(seed)
+    if scenes == "clutter":
+        imgs, places = cluttered_scenes(R, images * location_sets, [0xC1A7, seed])
+        x0 = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
+    elif scenes == "empty":
+        x0 = torch.from_numpy(empty_scenes(R, images, [0x1EA4, seed])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    else:
+        raise ValueError(f"scenes: {scenes!r} is not 'empty' or 'clutter'")
     rows = []
     for sigma in sigmas:
-        far, near = [], []
-        for j in range(location_sets):
-            locs = random_locations(k, seed=j)
+        far, near, others = [], [], []
+        if scenes == "clutter":
             x = (x0 + sigma * torch.randn(x0.shape, generator=g)).to(dev)
-            conds = [net.encode_cond(xy) for xy in locs] + [net.encode_cond("empty")]
-            xb = x.repeat(len(conds), 1, 1, 1)
-            cb = torch.stack(conds).to(dev).repeat_interleave(images, 0)
+            ci = torch.stack([net.encode_cond(list(p[0])) for p in places]).to(dev)
+            cb = net.encode_cond(background).to(dev).expand(len(places), -1)
+            s = torch.full((len(places),), float(sigma), device=dev)
             with torch.no_grad():
-                D = net(xb, torch.full((xb.shape[0],), float(sigma), device=dev), cb).reshape(len(conds), images, 3, R, R)
-            for i, (px, py) in enumerate(locs):
-                diff = (D[i] - D[-1]).abs().mean(1)  # [images, R, R], mean over channels
-                mask = ((xx - px) ** 2 + (yy - py) ** 2) <= radius ** 2
-                near.append(float(diff[:, mask].mean()))
-                far.append(float(diff[:, ~mask].mean()))
-        rows.append({"sigma": float(sigma), "leak_far": float(np.mean(far)), "signal_near": float(np.mean(near)),
-                     "leak_ratio": float(np.mean(far) / max(np.mean(near), 1e-12))})
+                diff = (net(x, s, ci) - net(x, s, cb)).abs().mean(1)  # [n, R, R]
+            for n_, pl in enumerate(places):
+                d = torch.stack([((xx - px) ** 2 + (yy - py) ** 2).sqrt() for px, py in pl])
+                own = d[0] <= radius
+                oth = (d[1:] <= 0.09).any(0) & ~own
+                floor = d.min(0).values > radius
+                near.append(float(diff[n_][own].mean()))
+                others.append(float(diff[n_][oth].mean()))
+                far.append(float(diff[n_][floor].mean()))
+        else:
+            for j in range(location_sets):
+                locs = random_locations(k, seed=j)
+                x = (x0 + sigma * torch.randn(x0.shape, generator=g)).to(dev)
+                conds = [net.encode_cond(xy) for xy in locs] + [net.encode_cond(background)]
+                xb = x.repeat(len(conds), 1, 1, 1)
+                cb = torch.stack(conds).to(dev).repeat_interleave(images, 0)
+                with torch.no_grad():
+                    D = net(xb, torch.full((xb.shape[0],), float(sigma), device=dev), cb).reshape(len(conds), images, 3, R, R)
+                for i, (px, py) in enumerate(locs):
+                    diff = (D[i] - D[-1]).abs().mean(1)  # [images, R, R], mean over channels
+                    mask = ((xx - px) ** 2 + (yy - py) ** 2) <= radius ** 2
+                    near.append(float(diff[:, mask].mean()))
+                    far.append(float(diff[:, ~mask].mean()))
+        row = {"sigma": float(sigma), "leak_far": float(np.mean(far)), "signal_near": float(np.mean(near)),
+               "leak_ratio": float(np.mean(far) / max(np.mean(near), 1e-12))}
+        if scenes == "clutter":
+            row.update({"at_other_objects": float(np.mean(others)),
+                        "others_ratio": float(np.mean(others) / max(np.mean(near), 1e-12))})
+        rows.append(row)
     return rows
 
 
@@ -515,6 +563,8 @@ def main(argv=None) -> int:
     pl.add_argument("--checkpoint", nargs="+", required=True, help="checkpoint folder(s) of a net with an 'empty' label")
     pl.add_argument("--k", type=int, default=4, help="places per location set")
     pl.add_argument("--location-sets", type=int, default=4)
+    pl.add_argument("--scenes", choices=["empty", "clutter"], default="empty",
+                    help="noisy empty renders (default), or renders of 3-5 objects: then also |D_i - D_b| at the OTHER objects")
     for p in list(sub.choices.values()):
         p.add_argument("--outdir", required=True)
         if p in (pt, pr, pl, ph):
@@ -557,7 +607,7 @@ def main(argv=None) -> int:
             for folder in args.checkpoint:
                 net = load(folder, channels_last=False, device=device)
                 seen = (getattr(net, "config", {}) or {}).get("images_seen")
-                for r in leak(net, k=args.k, location_sets=args.location_sets):
+                for r in leak(net, k=args.k, location_sets=args.location_sets, scenes=args.scenes):
                     rows.append({"checkpoint": os.path.basename(os.path.normpath(folder)), "images_seen": seen, **r})
             _write_table(rows, args.outdir, "leak", "Leak |D_i - D_b| away from object i vs near it, per sigma")
             for r in rows:

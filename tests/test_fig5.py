@@ -213,3 +213,29 @@ def test_preview_and_floor_control(stats):
     # The floor now sits near yellow's R/G level (lighting of the object changes a little with it).
     assert abs(dark["floor_under"].mean() - yellow_rg) < 0.25 * abs(stats["floor_under"].mean() - yellow_rg) + 15
     assert dark["background_mean"].mean() < stats["background_mean"].mean()
+
+
+def test_leak_on_cluttered_scenes_measures_the_other_objects(object_zoo):
+    from projcomp.checkpoint import load
+    from projcomp.evaluate import cluttered_scenes, leak
+
+    imgs, places = cluttered_scenes(16, 3, [5])
+    assert imgs.shape == (3, 16, 16, 3) and all(3 <= len(p) <= 5 for p in places)
+    assert all(0 <= v <= 1 for p in places for xy in p for v in xy)
+    net = load(os.path.join(object_zoo, "clevr-object-16"), channels_last=False)
+    rows = leak(net, location_sets=1, images=3, sigmas=[0.5, 2.0], scenes="clutter")
+    assert [r["sigma"] for r in rows] == [0.5, 2.0]
+    for r in rows:
+        assert r["at_other_objects"] > 0 and r["leak_far"] > 0 and r["signal_near"] > 0
+        assert r["others_ratio"] == pytest.approx(r["at_other_objects"] / r["signal_near"])
+    # A net that cannot hear its label (label embedding and map inputs zeroed) has D_i == D_b:
+    # every leak is exactly zero, on empty and on cluttered scenes.
+    with torch.no_grad():
+        net.unet.emb_label.weight.zero_()
+        first = net.unet.enc[next(iter(net.unet.enc))]
+        first.weight[:, 3 + 1:].zero_()
+    for scenes in ("clutter", "empty"):
+        for r in leak(net, k=2, location_sets=1, images=2, sigmas=[1.0], scenes=scenes):
+            assert r["leak_far"] == 0 and r["signal_near"] == 0 and r.get("at_other_objects", 0) == 0
+    with pytest.raises(ValueError, match="scenes"):
+        leak(net, scenes="beach")
