@@ -218,7 +218,8 @@ PRESETS["gpu-64"] = {**PRESETS["paper-xs"], **dict(
 #    best EMA lengths of 5-15 % of training for small nets);
 #  - label dropout 0.1 (Composable Diffusion / CFG practice) so one net also gives the
 #    unconditional term of Bayes composition.
-#  Speed (bench_train.py, 2 idle cores): ~40 img/s fp32, ~60 img/s with --bf16 (1.5x). On a
+#  Speed (bench_train.py, 2 idle cores): ~40 img/s fp32 on an AVX-512 Xeon (~60 with --bf16 where
+#  the CPU has native bf16), ~20 img/s fp32 on an AVX2-only CPU (bf16 emulated: slower). On a
 #  machine shared with other jobs pass --num-threads 1: two OpenMP threads on oversubscribed
 #  cores can be >10x slower than one.
 PRESETS["cpu-32"] = dict(
