@@ -221,3 +221,26 @@ def test_training_with_map_color_runs_and_the_checkpoint_reloads(tmp_path):
     with pytest.raises(TrainError, match="map-color.*no colour per object"):
         Trainer(resolve_config("tiny", {"cond_encoding": "map-color", "duration": 32}), str(tmp_path / "loc.zip"),
                 str(tmp_path / "run2"), progress=False)
+
+
+def test_map_only_hides_the_place_from_the_global_embedding():
+    enc = ConditionEncoder({**SCHEMA, "encoding": "map-only"})
+    assert enc.map_channels == 1
+    L = enc.encode_batch([(0.2, 0.3), {"xy": (0.7, 0.6), "color": "red"}, "empty", None])
+    G = enc.global_part(L)
+    K = enc.num_freqs
+    assert G[:, :4 * K].abs().max() == 0 and torch.equal(G[:, 4 * K:], L[:, 4 * K:])  # flag, colour, empty kept
+    assert torch.equal(ConditionEncoder(SCHEMA).global_part(L), L)                    # "map" is unchanged
+    net = _net({**SCHEMA, "encoding": "map-only"})
+    first = net.unet.enc[next(iter(net.unet.enc))]
+    with torch.no_grad():
+        first.weight[:, 3 + 1:].zero_()  # deaf to the map: then the place cannot matter at all
+        x = torch.randn(1, 3, 16, 16).expand(2, -1, -1, -1)
+        d = net(x, torch.tensor([1.0, 1.0]), enc.encode_batch([(0.2, 0.2), (0.8, 0.8)]))
+    assert torch.equal(d[0], d[1])
+    glob = _net(SCHEMA)  # while "map" still hears the place through the embedding
+    gfirst = glob.unet.enc[next(iter(glob.unet.enc))]
+    with torch.no_grad():
+        gfirst.weight[:, 3 + 1:].zero_()
+        d = glob(x, torch.tensor([1.0, 1.0]), enc.encode_batch([(0.2, 0.2), (0.8, 0.8)]))
+    assert not torch.equal(d[0], d[1])

@@ -38,6 +38,12 @@ the map encoding the network ALSO receives one extra input channel: a Gaussian b
 vector inside the network (`location_map`), so composition, samplers and every caller pass the
 same label vectors as before; Def 5.1 is unchanged, only each term's encoding is.
 
+The place ONLY as a map ("encoding": "map-only"): the same bump channel, and the global embedding
+no longer hears (x, y): its location features are zeroed before the embedding except the presence
+flag (which tells "an object somewhere" from the null label). Every placed term then differs from
+another, and from the empty scene, by the same global vector; where its object is must come from
+the map, whose influence is local. Measured against "map" in docs/clevr-models.md.
+
 Colour as a map too ("encoding": "map-color", needs "colors"). The same bump, and beside it one
 channel per palette colour holding the bump where that colour is asked for (zeros elsewhere): the
 colour reaches the pixels it is for, as the place does, instead of only through the global
@@ -64,7 +70,7 @@ __all__ = ["ConditionError", "ConditionEncoder", "make_condition_encoder", "LOCA
 
 LOCATION_FREQUENCIES = 4  # K above: label_dim = 4K + 1 = 17 for a location.
 MAP_SIGMA = 1.5 / 32      # Default bump width of the location map: 1.5 px at 32 x 32.
-ENCODINGS = ("global", "map", "map-color")  # How a location label reaches the net (see above).
+ENCODINGS = ("global", "map", "map-color", "map-only")  # How a location label reaches the net (see above).
 
 
 class ConditionError(ProjcompError, ValueError):
@@ -227,6 +233,15 @@ class ConditionEncoder:
         if self.type != "location" or self.encoding == "global":
             return 0
         return 1 + (len(self.colors) if self.encoding == "map-color" else 0)
+
+    def global_part(self, labels: torch.Tensor) -> torch.Tensor:
+        """What the global label embedding hears: the labels, or for "map-only" the labels with the
+        location features zeroed but for the presence flag (the place then reaches the net only as the map)."""
+        if self.type != "location" or self.encoding != "map-only":
+            return labels
+        out = labels.clone()
+        out[:, :4 * self.num_freqs] = 0
+        return out
 
     def without(self, labels: torch.Tensor, part: str) -> torch.Tensor:
         """Labels with one part dropped ('color' or 'location'), renormalised to unit norm; rows

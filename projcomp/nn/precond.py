@@ -94,7 +94,7 @@ class Precond(torch.nn.Module):
         c_noise = sigma.flatten().log() / 4
 
         cond_map = self.encoder.location_map(labels, self.img_resolution) if self.unet.map_channels else None
-        F_x = self.unet(c_in * x, c_noise, labels, cond_map)
+        F_x = self.unet(c_in * x, c_noise, self.encoder.global_part(labels), cond_map)
         D_x = c_skip * x + c_out * F_x.to(torch.float32)
         if return_logvar:
             logvar = self.logvar_linear(self.logvar_fourier(c_noise)).to(torch.float32).reshape(-1, 1, 1, 1)

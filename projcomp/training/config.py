@@ -134,8 +134,9 @@ _GROUPS: dict[str, list[Field]] = {
     "condition encoding (projcomp.nn.conditions; docs/design.md)": [
         _F("cond_encoding", "global", _str,
            "how a location label reaches the net: 'global' (label embedding only), 'map' (also a "
-           "bump map as an input channel) or 'map-color' (the bump also in one channel per colour)",
-           choices=("global", "map", "map-color")),
+           "bump map as an input channel), 'map-color' (the bump also in one channel per colour) or "
+           "'map-only' (the map, and the global embedding no longer hears (x, y))",
+           choices=("global", "map", "map-color", "map-only")),
         _F("map_sigma", 1.5 / 32, _float, "width of the map's bump, in image widths (1.5 px at 32 x 32)"),
     ],
     "optimisation": [
