@@ -5,6 +5,9 @@
     python -m projcomp.evaluate fig5   --seeds 0-15 --outdir out/fig5
     python -m projcomp.evaluate theory --outdir out/theory   (the exact-score toys, App. G etc.)
     python -m projcomp.evaluate rejudge --outdir out/fig3   (Table 1 again from saved samples)
+    python -m projcomp.evaluate leak --checkpoint DIR [--scenes clutter] --outdir out/leak
+                                        (|D_i - D_b| on the floor / at the other objects, per sigma)
+    ... --device cuda                    (fig3, fig5, leak: sample on a GPU; the same images per seed)
 
 Fig 3 / Table 1: for each setting and k, k locations are drawn by the CLEVR scene sampler
 (`--location-sets` sets per k) and each set is sampled with the listed seeds, the same seeds in
