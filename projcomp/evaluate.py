@@ -78,10 +78,22 @@ def mean_empty_scene(resolution: int, n: int = 32, seed: int = 0) -> np.ndarray:
 def empty_scenes(resolution: int, n: int, seed) -> np.ndarray:
     """n rendered empty scenes uint8 [n, R, R, 3] (camera and light jitter from seed sequence
     (*seed, i)): the floor that contrast and leak are measured on."""
+    return rendered_scenes(resolution, n, seed, 0)[0]
+
+
+def rendered_scenes(resolution: int, n: int, seed, num_objects=(3, 5)) -> tuple[np.ndarray, list]:
+    """n rendered scenes uint8 [n, R, R, 3] (scene i from seed sequence (*seed, i); `num_objects` as
+    sample_scene takes it) and each scene's object places [(x, y), ...] in [0, 1] image units, object
+    0 first: the floor and the "other objects" that contrast and leak are measured on."""
     from .clevr.render import render
     from .clevr.scene import sample_scene
     seed = list(seed) if isinstance(seed, (list, tuple)) else [seed]
-    return np.stack([render(sample_scene([*seed, i], 0, resolution=resolution), resolution) for i in range(n)])
+    imgs, places = [], []
+    for i in range(n):
+        sc = sample_scene([*seed, i], num_objects, resolution=resolution)
+        imgs.append(render(sc, resolution))
+        places.append([(o["pixel_coords"][0] / resolution, o["pixel_coords"][1] / resolution) for o in sc["objects"]])
+    return np.stack(imgs), places
 
 
 def place_contrast(image_u8: np.ndarray, locations: Sequence, radius_frac: float = 0.06) -> np.ndarray:
@@ -239,20 +251,6 @@ LEAK_SIGMAS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 
 
 @torch.no_grad()
-def cluttered_scenes(resolution: int, n: int, seed, num_objects=(3, 5)) -> tuple[np.ndarray, list]:
-    """n rendered scenes of 3-5 objects, uint8 [n, R, R, 3], and each scene's object places [(x, y), ...]
-    in [0, 1] image units (object 0 first): the "other objects" that leak is measured at."""
-    from .clevr.render import render
-    from .clevr.scene import sample_scene
-    seed = list(seed) if isinstance(seed, (list, tuple)) else [seed]
-    imgs, places = [], []
-    for i in range(n):
-        sc = sample_scene([*seed, i], num_objects, resolution=resolution)
-        imgs.append(render(sc, resolution))
-        places.append([(o["pixel_coords"][0] / resolution, o["pixel_coords"][1] / resolution) for o in sc["objects"]])
-    return np.stack(imgs), places
-
-
 def leak(net, k: int = 4, location_sets: int = 4, images: int = 8, sigmas: Sequence[float] = LEAK_SIGMAS,
          radius: float = 0.15, seed: int = 0, scenes: str = "empty", background=None) -> list:
     """What Def 5.1 multiplies: per noise level, the mean |D_i - D_b| AWAY from object i (pixels
@@ -274,7 +272,7 @@ def leak(net, k: int = 4, location_sets: int = 4, images: int = 8, sigmas: Seque
     yy, xx = yy.to(dev), xx.to(dev)
     g = torch.Generator().manual_seed(seed)
     if scenes == "clutter":
-        imgs, places = cluttered_scenes(R, images * location_sets, [0xC1A7, seed])
+        imgs, places = rendered_scenes(R, images * location_sets, [0xC1A7, seed])
         x0 = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
     elif scenes == "empty":
         x0 = torch.from_numpy(empty_scenes(R, images, [0x1EA4, seed])).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -285,11 +283,10 @@ def leak(net, k: int = 4, location_sets: int = 4, images: int = 8, sigmas: Seque
         far, near, others = [], [], []
         if scenes == "clutter":
             x = (x0 + sigma * torch.randn(x0.shape, generator=g)).to(dev)
-            ci = torch.stack([net.encode_cond(list(p[0])) for p in places]).to(dev)
-            cb = net.encode_cond(background).to(dev).expand(len(places), -1)
-            s = torch.full((len(places),), float(sigma), device=dev)
-            with torch.no_grad():
-                diff = (net(x, s, ci) - net(x, s, cb)).abs().mean(1)  # [n, R, R]
+            n = len(places)  # one batched call: D_i (object 0's place) and D_b for every scene
+            c = torch.stack([net.encode_cond(list(p[0])) for p in places] + [net.encode_cond(background)] * n).to(dev)
+            D = net(x.repeat(2, 1, 1, 1), torch.full((2 * n,), float(sigma), device=dev), c)
+            diff = (D[:n] - D[n:]).abs().mean(1)  # [n, R, R], mean over channels
             for n_, pl in enumerate(places):
                 d = torch.stack([((xx - px) ** 2 + (yy - py) ** 2).sqrt() for px, py in pl])
                 own = d[0] <= radius
@@ -305,8 +302,7 @@ def leak(net, k: int = 4, location_sets: int = 4, images: int = 8, sigmas: Seque
                 conds = [net.encode_cond(xy) for xy in locs] + [net.encode_cond(background)]
                 xb = x.repeat(len(conds), 1, 1, 1)
                 cb = torch.stack(conds).to(dev).repeat_interleave(images, 0)
-                with torch.no_grad():
-                    D = net(xb, torch.full((xb.shape[0],), float(sigma), device=dev), cb).reshape(len(conds), images, 3, R, R)
+                D = net(xb, torch.full((xb.shape[0],), float(sigma), device=dev), cb).reshape(len(conds), images, 3, R, R)
                 for i, (px, py) in enumerate(locs):
                     diff = (D[i] - D[-1]).abs().mean(1)  # [images, R, R], mean over channels
                     mask = ((xx - px) ** 2 + (yy - py) ** 2) <= radius ** 2
@@ -570,6 +566,9 @@ def main(argv=None) -> int:
                     help="noisy empty renders (default), or renders of 3-5 objects: then also |D_i - D_b| at the OTHER objects")
     for p in list(sub.choices.values()):
         p.add_argument("--outdir", required=True)
+        if p not in (pt, pr, ph):
+            p.add_argument("--device", default="cpu", help="where the nets sample: cpu (default) or cuda; the noise "
+                           "comes from per-seed CPU generators, so a seed gives the same image on either")
         if p in (pt, pr, pl, ph):
             continue
         p.add_argument("--seeds", nargs="+", default=["0-7"])
@@ -578,9 +577,6 @@ def main(argv=None) -> int:
         p.add_argument("--resolution", type=int)
         p.add_argument("--batch", type=int, default=16)
         p.add_argument("--checkpoints", default=os.environ.get("PROJCOMP_CHECKPOINTS", "checkpoints"))
-    for p in [q for q in sub.choices.values() if q not in (pt, pr, ph)]:
-        p.add_argument("--device", default="cpu", help="where the nets sample: cpu (default) or cuda; the noise "
-                       "comes from per-seed CPU generators, so a seed gives the same image on either")
     p5.set_defaults(seeds=["0-31"], steps=16)
     args = ap.parse_args(argv)
     os.makedirs(args.outdir, exist_ok=True)

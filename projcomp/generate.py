@@ -55,7 +55,7 @@ def run_spec(spec: CompositionSpec, zoo: Zoo, batch: int = 8, progress=None, pre
         cb = None
         if progress is not None:
             cb = lambda info, i=i: progress(i + len(chunk) * (info["i"] + 1) / info["n"], len(seeds))  # noqa: E731
-        outs.append(sample(den, chunk, shape, spec.sampler, callback=cb, device=getattr(zoo, "device", "cpu")))
+        outs.append(sample(den, chunk, shape, spec.sampler, callback=cb, device=zoo.device))
     return torch.cat(outs).cpu()
 
 

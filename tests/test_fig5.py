@@ -217,9 +217,9 @@ def test_preview_and_floor_control(stats):
 
 def test_leak_on_cluttered_scenes_measures_the_other_objects(object_zoo):
     from projcomp.checkpoint import load
-    from projcomp.evaluate import cluttered_scenes, leak
+    from projcomp.evaluate import leak, rendered_scenes
 
-    imgs, places = cluttered_scenes(16, 3, [5])
+    imgs, places = rendered_scenes(16, 3, [5])
     assert imgs.shape == (3, 16, 16, 3) and all(3 <= len(p) <= 5 for p in places)
     assert all(0 <= v <= 1 for p in places for xy in p for v in xy)
     net = load(os.path.join(object_zoo, "clevr-object-16"), channels_last=False)
