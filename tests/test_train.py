@@ -219,21 +219,26 @@ def test_a_run_can_be_shortened_midway_before_averaging(data16, tmp_path):
     images as a 256-image run equals a run started at 256; once averaging has begun it is refused."""
     base = ["--preset", "tiny", "--data", data16, "--state-every", "64", "--status-every", "64", "--avg-last", "4",
             "--keep-states", "8", "--no-progress"]
-    ref = run_cli(base + ["--duration", "256", "--outdir", str(tmp_path / "ref")])
-    _, err = ref.communicate(timeout=600)
-    assert ref.returncode == 0, err
-    long = run_cli(base + ["--duration", "384", "--outdir", str(tmp_path / "long")])
-    _, err = long.communicate(timeout=600)
-    assert long.returncode == 0, err
-    # Keep only the long run's state at 128 images (before its and the short run's averaging).
-    cut = tmp_path / "cut"
-    cut.mkdir()
-    for ext in (".safetensors", ".json"):
-        src = tmp_path / "long" / f"training-state-{128:012d}{ext}"
-        (cut / src.name).write_bytes(src.read_bytes())
-    short = run_cli(base + ["--duration", "256", "--outdir", str(cut)])
-    _, err = short.communicate(timeout=600)
-    assert short.returncode == 0, err
+
+    def run_ok(args):
+        p = run_cli(args)
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+        return err
+
+    def state_at_128(run: str, into: str):
+        """A folder holding only `run`'s training state at 128 images (before any averaging)."""
+        cut = tmp_path / into
+        cut.mkdir()
+        for ext in (".safetensors", ".json"):
+            src = tmp_path / run / f"training-state-{128:012d}{ext}"
+            (cut / src.name).write_bytes(src.read_bytes())
+        return cut
+
+    run_ok(base + ["--duration", "256", "--outdir", str(tmp_path / "ref")])
+    run_ok(base + ["--duration", "384", "--outdir", str(tmp_path / "long")])
+    cut = state_at_128("long", "cut")
+    err = run_ok(base + ["--duration", "256", "--outdir", str(cut)])
     assert "resuming from" in err
     a, b = weights(tmp_path / "ref" / "checkpoint"), weights(cut / "checkpoint")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -244,16 +249,8 @@ def test_a_run_can_be_shortened_midway_before_averaging(data16, tmp_path):
     # A run started without averaging (--avg-last 0) may go on, before its end, as an averaging
     # run: its state at 128 images resumed with --avg-last 4 equals `ref` (which averaged from the start).
     i = base.index("--avg-last")
-    plain = run_cli(base[:i] + ["--avg-last", "0"] + base[i + 2:] + ["--duration", "384", "--outdir", str(tmp_path / "plain")])
-    _, err = plain.communicate(timeout=600)
-    assert plain.returncode == 0, err
-    cut0 = tmp_path / "cut0"
-    cut0.mkdir()
-    for ext in (".safetensors", ".json"):
-        src = tmp_path / "plain" / f"training-state-{128:012d}{ext}"
-        (cut0 / src.name).write_bytes(src.read_bytes())
-    more = run_cli(base + ["--duration", "256", "--outdir", str(cut0)])
-    _, err = more.communicate(timeout=600)
-    assert more.returncode == 0, err
+    run_ok(base[:i] + ["--avg-last", "0"] + base[i + 2:] + ["--duration", "384", "--outdir", str(tmp_path / "plain")])
+    cut0 = state_at_128("plain", "cut0")
+    run_ok(base + ["--duration", "256", "--outdir", str(cut0)])
     c = weights(cut0 / "checkpoint")
     assert all(torch.equal(a[k], c[k]) for k in a)

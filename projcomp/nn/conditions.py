@@ -105,7 +105,7 @@ class ConditionEncoder:
                 if self.encoding not in ENCODINGS:
                     raise ConditionError(f"location schema encoding={self.encoding!r}: expected one of {ENCODINGS}")
                 if self.encoding == "map-color" and not self.colors:
-                    raise ConditionError("location schema encoding='map-color' needs 'colors' (a colour per object)")
+                    raise ConditionError("location schema encoding='map-color' needs 'colors': no colour per object to map")
                 self.map_sigma = float(schema.get("map_sigma", MAP_SIGMA))
                 if not (math.isfinite(self.map_sigma) and self.map_sigma > 0):
                     raise ConditionError(f"location schema map_sigma={self.map_sigma!r}: must be a positive width")

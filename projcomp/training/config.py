@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from ..errors import ProjcompError
+from ..nn.conditions import ENCODINGS
 
 __all__ = ["TrainError", "Field", "FIELDS", "DEFAULTS", "PRESETS", "IMAGE_KEYS", "RESUME_SAFE_KEYS", "RESUME_END_KEYS",
            "parse_nimg", "resolve_config", "network_kwargs", "build_parser"]
@@ -136,7 +137,7 @@ _GROUPS: dict[str, list[Field]] = {
            "how a location label reaches the net: 'global' (label embedding only), 'map' (also a "
            "bump map as an input channel), 'map-color' (the bump also in one channel per colour) or "
            "'map-only' (the map, and the global embedding no longer hears (x, y))",
-           choices=("global", "map", "map-color", "map-only")),
+           choices=ENCODINGS),
         _F("map_sigma", 1.5 / 32, _float, "width of the map's bump, in image widths (1.5 px at 32 x 32)"),
     ],
     "optimisation": [

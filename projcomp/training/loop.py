@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .. import checkpoint as ckpt
-from ..nn import ConditionEncoder, Precond, normalize_weights_, set_force_wn_in_forward
+from ..nn import ConditionEncoder, ConditionError, Precond, normalize_weights_, set_force_wn_in_forward
 from . import state as S
 from .config import TrainError, network_kwargs
 
@@ -231,14 +231,14 @@ class Trainer:
             if not self.condition or self.condition.get("type") != "location":
                 raise TrainError(f"--cond-encoding {enc}: {self.data} has no location labels (condition "
                                  f"{self.condition!r}); the map encodes a place")
-            if enc == "map-color" and not self.condition.get("colors"):
-                raise TrainError(f"--cond-encoding map-color: {self.data} has no colour per object (dataset preset "
-                                 f"object-empty has)")
             self.condition = {**self.condition, "encoding": enc, "map_sigma": float(self.cfg["map_sigma"])}
         if (self.cfg["color_dropout"] or self.cfg["location_dropout"]) and not (self.condition or {}).get("colors"):
             raise TrainError(f"--color-dropout / --location-dropout: {self.data} has no colour-per-object labels "
                              f"(dataset preset object-empty has)")
-        self.encoder = ConditionEncoder(self.condition)
+        try:
+            self.encoder = ConditionEncoder(self.condition)
+        except ConditionError as e:  # e.g. map-color on data without a colour per object (preset object-empty has one)
+            raise TrainError(f"--cond-encoding {enc}: {self.data}: {e}") from None
         # uint8 NCHW in memory; converted to [-1, 1] per micro-batch.
         self.images = torch.from_numpy(np.ascontiguousarray(imgs.transpose(0, 3, 1, 2)))
         if labels is not None and self.encoder.label_dim > 0:

@@ -98,8 +98,10 @@ def _end_may_move(old: dict, cfg: dict, info: dict) -> bool:
     at its own first averaged update, exactly as a run started with the new values would.)"""
     a_old, a_new = _avg_start(old), _avg_start(cfg)
     step = int(info["step"])
-    return (a_new is not None and int(info.get("avg_count", 0)) == 0
-            and step <= min(a_new, a_old if a_old is not None else a_new) and cfg["duration"] > int(info["cur_nimg"]))
+    if a_new is None or int(info.get("avg_count", 0)) != 0:
+        return False
+    first_avg = min(a for a in (a_old, a_new) if a is not None)
+    return step <= first_avg and cfg["duration"] > int(info["cur_nimg"])
 
 
 def restore_state(tensors: dict, net: torch.nn.Module, opt: torch.optim.Optimizer, avg: Optional[list],
