@@ -25,9 +25,9 @@ ROLES = {
                                                  # adds a colour per object). Earlier = preferred.
     "clutter": ("clutter-location",),            # p_i of C (and the cluttered p_b by its null label).
     "color": ("object-empty", "color"),          # Fig 5 colour conditionals (and their null label); an
-                                                 # object-empty net also serves here (experiments.color_spec
-                                                 # prefers it). A preset may serve several roles: role_of
-                                                 # names the first, find(role) sees every net listed for it.
+                                                 # object-empty net also serves here, and is preferred.
+                                                 # A preset may serve several roles: role_of names the
+                                                 # first, find(role) sees every net listed for it.
 }
 
 
@@ -78,9 +78,12 @@ class Zoo:
                         self.problems[name] = f"{cfg_path}: unreadable config ({e})"
         self._loaded: dict = {}
 
+    def preset_of(self, name: str) -> Optional[str]:
+        """The dataset preset a checkpoint was trained on (its config's dataset.preset)."""
+        return (self.entries[name].get("dataset") or {}).get("preset")
+
     def role_of(self, name: str) -> Optional[str]:
-        cfg = self.entries[name]
-        preset = (cfg.get("dataset") or {}).get("preset")
+        preset = self.preset_of(name)
         return next((r for r, presets in ROLES.items() if preset in presets), None)
 
     def has_empty_label(self, name: str) -> bool:
@@ -107,7 +110,7 @@ class Zoo:
         """The checkpoint name for a role: at `resolution` if given, else at the preferred
         resolution when the role has a checkpoint there, else the highest one."""
         presets = ROLES.get(role, ())
-        names = [n for n in self.entries if (self.entries[n].get("dataset") or {}).get("preset") in presets
+        names = [n for n in self.entries if self.preset_of(n) in presets
                  and (resolution is None or self.resolution_of(n) == resolution)]
         if not names:
             have = ", ".join(f"{n} ({self.role_of(n)}, {self.resolution_of(n)}px)" for n in self.entries) or "none"
@@ -116,8 +119,7 @@ class Zoo:
             pref = [n for n in names if self.resolution_of(n) == self.preferred_resolution()]
             names = pref or names
         # Highest resolution first; among equals, the preset listed first in ROLES (the newest kind).
-        rank = lambda n: presets.index((self.entries[n].get("dataset") or {}).get("preset"))  # noqa: E731
-        return max(names, key=lambda n: (self.resolution_of(n), -rank(n)))
+        return max(names, key=lambda n: (self.resolution_of(n), -presets.index(self.preset_of(n))))
 
     def has(self, role: str, resolution: Optional[int] = None) -> bool:
         try:

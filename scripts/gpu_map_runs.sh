@@ -51,15 +51,17 @@ train() {  # name preset data [options]
 ckpt() {  # the final checkpoint, else the last snapshot
   if [ -f "$O/$1/checkpoint/config.json" ]; then echo "$O/$1/checkpoint"; else echo "$O/$1/snapshot"; fi
 }
-evaluate() {  # name run-or-folder setting [options]: judge one net alone in a zoo of its own
-  local name=$1 src=$2 setting=$3; shift 3
+zoo() {  # name run-or-folder: a zoo holding that one net (made before its settings run in parallel)
+  [ -f "$2/config.json" ] || { stamp "eval $1: no checkpoint in $2"; return 1; }
+  rm -rf "$O/zoo-$1" && mkdir -p "$O/zoo-$1" && cp -r "$2" "$O/zoo-$1/$1"
+}
+evaluate() {  # name setting [options]: judge the net of zoo-<name>
+  local name=$1 setting=$2; shift 2
   local zoo="$O/zoo-$name"
-  [ -f "$src/config.json" ] || { stamp "eval $name: no checkpoint in $src"; return; }
-  [ -d "$zoo/$name" ] || { mkdir -p "$zoo" && cp -r "$src" "$zoo/$name"; }
   timeout "$EVAL_S" $PY -m projcomp.evaluate fig3 --checkpoints "$zoo" --settings $setting --k $KS --seeds $SEEDS \
     --location-sets "$SETS" --steps 16 --batch 32 --device "${DEVICE:-cuda}" --outdir "$O/eval-$name-$setting" "$@" \
     > "$L/eval-$name-$setting.log" 2>&1
-  stamp "eval $name $setting exit $? (from $src)"
+  stamp "eval $name $setting exit $?"
 }
 
 stamp "GPU: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo none)"
@@ -77,15 +79,12 @@ stamp "training done"
 nvidia-smi --query-gpu=memory.used --format=csv 2>/dev/null
 
 for r in obj32 obj32b cpu32 obj64; do
-  c=$(ckpt $r); mkdir -p "$O/zoo-$r" && cp -r "$c" "$O/zoo-$r/$r" 2>/dev/null
   more=""; [ $r = obj64 ] && more="--seeds 0-15"
-  for st in A B; do evaluate $r "$c" $st --colors random $more & done
+  zoo $r "$(ckpt $r)" && for st in A B; do evaluate $r $st --colors random $more & done
 done
-evaluate clu32 "$(ckpt clu32)" C &
-if [ -d checkpoints/clevr-object-32 ]; then
-  mkdir -p "$O/zoo-shipped" && cp -r checkpoints/clevr-object-32 "$O/zoo-shipped/shipped"
-  for st in A B; do evaluate shipped checkpoints/clevr-object-32 $st --colors random & done
-fi
+zoo clu32 "$(ckpt clu32)" && evaluate clu32 C &
+[ -d checkpoints/clevr-object-32 ] && zoo shipped checkpoints/clevr-object-32 && \
+  for st in A B; do evaluate shipped $st --colors random & done
 for r in obj32 obj32b cpu32 obj64; do
   c=$(ckpt $r); [ -f "$c/config.json" ] && timeout "$EVAL_S" $PY -m projcomp.evaluate leak --checkpoint "$c" \
     --device "${DEVICE:-cuda}" --outdir "$O/leak-$r" > "$L/leak-$r.log" 2>&1 &

@@ -260,7 +260,7 @@ PRESETS["cpu-32-map"] = {**PRESETS["cpu-32"], **dict(
 # One GPU, 32x32: the cpu-32-map net and conditions at a GPU's batch. Batch 256 (a 1.7 M-param
 # net is launch-bound on a GPU: larger batches cost little more per update), lr 0.008, decay after
 # 512 updates (128 Ki images), 32 Ki warm-up, 512 Ki images = 2048 updates, average of the last
-# 512 updates (128 Ki images). Several such runs share one card (scripts/train_gpu.sh).
+# 512 updates (128 Ki images). Several such runs share one card (scripts/gpu_map_runs.sh).
 PRESETS["gpu-32-map"] = {**PRESETS["cpu-32-map"], **dict(
     batch=256, batch_gpu=256, duration="512Ki", lr=0.008, t_ref=512, rampup="32Ki", avg_last=512,
     status_every="32Ki", state_every="64Ki", num_threads=2,
