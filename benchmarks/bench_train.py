@@ -25,6 +25,11 @@ GFLOP/s: FLOPs per training step counted once with torch.utils.flop_counter on t
 against the machine's fp32 peak MEASURED in the same run (a 2048^3 sgemm, median of 5, at the same
 thread count) and the nominal peak computed from /proc/cpuinfo (SIMD fp32 lanes from the ISA flags
 x 2 FMA pipes x 2 FLOP x the reported clock x threads; an estimate: turbo and pipe count vary).
+
+Ceiling: one profiled projcomp step gives the convolutions' share of the operator time (forward and
+backward); batch / (median step x that share) is what the step would reach if everything else --
+activations, normalisation, attention, the optimiser -- cost nothing: the most fusing element-wise
+work can buy while the convolutions run as they do.
 """
 
 from __future__ import annotations
@@ -149,6 +154,21 @@ def step_plain(force_wn_after):
             force_wn_after(c.net)
     return step
 
+
+def convolution_share(c: Contestant, batch) -> float:
+    """Fraction of one step's operator time spent in convolutions, forward and backward (torch
+    profiler, self CPU time of the oneDNN convolution ops over all ops), from one profiled step."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        c.step_fn(c, *batch)
+    conv = total = 0.0
+    for e in prof.key_averages():
+        total += e.self_cpu_time_total
+        if e.key in ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_convolution",
+                     "aten::thnn_conv2d", "aten::_slow_conv2d_forward", "aten::_slow_conv2d_backward"):
+            conv += e.self_cpu_time_total
+    return conv / total if total else float("nan")
+
 #----------------------------------------------------------------------------
 # FLOPs and the fp32 peak.
 
@@ -214,9 +234,14 @@ def compare(cfg: dict, contestants: dict, rounds: int, warmup: int, threads: int
         for c in contestants.values():
             c.step(batch)
     peak = max(peak, measured_peak())  # before and after: the less disturbed of the two
+    conv_share = convolution_share(contestants["projcomp"], batch)
     out = {"threads": threads, "resolution": R, "batch": B, "rounds": rounds, "peak_measured_gflops": peak,
            "gflop_per_step": flops_step / 1e9, "img_s": {}, "gflops": {}, "step_ms": {}}
     ours = contestants["projcomp"].times[warmup:]
+    # The ceiling of element-wise fusion: were every op but the convolutions free, projcomp's step
+    # would take conv_share of its time (the convolutions already run near the sgemm rate).
+    out["conv_share"] = conv_share
+    out["ceiling_img_s"] = B / (statistics.median(ours) * conv_share)
     out["paired_ratio"] = {}
     for name, c in contestants.items():
         med = statistics.median(c.times[warmup:])
@@ -307,6 +332,9 @@ def print_run(run: dict) -> None:
         if name != "projcomp":
             print(f"  projcomp / {name}: {ours / run['img_s'][name]:.2f}x img/s (ratio of medians), "
                   f"{run['paired_ratio'][name]:.2f}x (median of per-round ratios)")
+    ceil = run["ceiling_img_s"]
+    print(f"  convolutions (fwd + bwd): {100 * run['conv_share']:.0f}% of projcomp's step; were everything else free: "
+          f"{ceil:.2f} img/s" + "".join(f", {ceil / run['img_s'][n]:.2f}x {n}" for n in run["img_s"] if n != "projcomp"))
 
 
 if __name__ == "__main__":
