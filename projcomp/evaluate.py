@@ -81,19 +81,22 @@ def empty_scenes(resolution: int, n: int, seed) -> np.ndarray:
     return rendered_scenes(resolution, n, seed, 0)[0]
 
 
-def rendered_scenes(resolution: int, n: int, seed, num_objects=(3, 5)) -> tuple[np.ndarray, list]:
+def rendered_scenes(resolution: int, n: int, seed, num_objects=(3, 5), floors: bool = False) -> tuple:
     """n rendered scenes uint8 [n, R, R, 3] (scene i from seed sequence (*seed, i); `num_objects` as
     sample_scene takes it) and each scene's object places [(x, y), ...] in [0, 1] image units, object
-    0 first: the floor and the "other objects" that contrast and leak are measured on."""
+    0 first: the floor and the "other objects" that contrast and leak are measured on. floors=True
+    adds a third array: each scene rendered without its objects (same camera and lights)."""
     from .clevr.render import render
     from .clevr.scene import sample_scene
     seed = list(seed) if isinstance(seed, (list, tuple)) else [seed]
-    imgs, places = [], []
+    imgs, places, bare = [], [], []
     for i in range(n):
         sc = sample_scene([*seed, i], num_objects, resolution=resolution)
         imgs.append(render(sc, resolution))
         places.append([(o["pixel_coords"][0] / resolution, o["pixel_coords"][1] / resolution) for o in sc["objects"]])
-    return np.stack(imgs), places
+        if floors:
+            bare.append(render({**sc, "objects": []}, resolution))
+    return (np.stack(imgs), places, np.stack(bare)) if floors else (np.stack(imgs), places)
 
 
 def place_contrast(image_u8: np.ndarray, locations: Sequence, radius_frac: float = 0.06) -> np.ndarray:
@@ -263,7 +266,12 @@ def leak(net, k: int = 4, location_sets: int = 4, images: int = 8, sigmas: Seque
     scenes='clutter': x0 = rendered scenes of 3-5 objects, term i asks for object 0's place; the
     rows add |D_i - D_b| AT THE OTHER objects (within 0.09 image widths of them): the places where
     the other terms of a composition put their objects, which a single-object net never saw in
-    training beside its own, and where Def 5.1 adds k - 1 such differences."""
+    training beside its own, and where Def 5.1 adds k - 1 such differences. They also say how much
+    of those other objects each denoiser keeps: kept = <D - floor, x0 - floor> / |x0 - floor|^2 over
+    their pixels (floor = the same scene rendered without objects; 1 = keeps the object, 0 = paints
+    floor there, as the exact denoiser of an empty-scene or single-object distribution would), for
+    D_i (kept_by_term) and D_b (kept_by_background). Their difference is the share of every other
+    object that one term adds (> 0) or erases (< 0) in a composition, k - 1 times over."""
     R = net.img_resolution
     dev = next(net.parameters()).device
     if background is None:
@@ -272,21 +280,24 @@ def leak(net, k: int = 4, location_sets: int = 4, images: int = 8, sigmas: Seque
     yy, xx = yy.to(dev), xx.to(dev)
     g = torch.Generator().manual_seed(seed)
     if scenes == "clutter":
-        imgs, places = rendered_scenes(R, images * location_sets, [0xC1A7, seed])
+        imgs, places, bare = rendered_scenes(R, images * location_sets, [0xC1A7, seed], floors=True)
         x0 = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
+        obj = x0 - (torch.from_numpy(bare).permute(0, 3, 1, 2).float() / 127.5 - 1)  # each scene's objects
     elif scenes == "empty":
         x0 = torch.from_numpy(empty_scenes(R, images, [0x1EA4, seed])).permute(0, 3, 1, 2).float() / 127.5 - 1
     else:
         raise ValueError(f"scenes: {scenes!r} is not 'empty' or 'clutter'")
     rows = []
     for sigma in sigmas:
-        far, near, others = [], [], []
+        far, near, others, kept_i, kept_b = [], [], [], [], []
         if scenes == "clutter":
             x = (x0 + sigma * torch.randn(x0.shape, generator=g)).to(dev)
             n = len(places)  # one batched call: D_i (object 0's place) and D_b for every scene
             c = torch.stack([net.encode_cond(list(p[0])) for p in places] + [net.encode_cond(background)] * n).to(dev)
             D = net(x.repeat(2, 1, 1, 1), torch.full((2 * n,), float(sigma), device=dev), c)
             diff = (D[:n] - D[n:]).abs().mean(1)  # [n, R, R], mean over channels
+            o2 = obj.to(dev).repeat(2, 1, 1, 1)
+            kept = ((D - (x0.to(dev).repeat(2, 1, 1, 1) - o2)) * o2).sum(1)  # [2n, R, R]: <D - floor, x0 - floor>
             for n_, pl in enumerate(places):
                 d = torch.stack([((xx - px) ** 2 + (yy - py) ** 2).sqrt() for px, py in pl])
                 own = d[0] <= radius
@@ -295,6 +306,10 @@ def leak(net, k: int = 4, location_sets: int = 4, images: int = 8, sigmas: Seque
                 near.append(float(diff[n_][own].mean()))
                 others.append(float(diff[n_][oth].mean()))
                 far.append(float(diff[n_][floor].mean()))
+                energy = float((obj[n_] ** 2).sum(0).to(dev)[oth].sum())
+                if energy > 0:
+                    kept_i.append(float(kept[n_][oth].sum()) / energy)
+                    kept_b.append(float(kept[n + n_][oth].sum()) / energy)
         else:
             for j in range(location_sets):
                 locs = random_locations(k, seed=j)
@@ -312,7 +327,9 @@ def leak(net, k: int = 4, location_sets: int = 4, images: int = 8, sigmas: Seque
                "leak_ratio": float(np.mean(far) / max(np.mean(near), 1e-12))}
         if scenes == "clutter":
             row.update({"at_other_objects": float(np.mean(others)),
-                        "others_ratio": float(np.mean(others) / max(np.mean(near), 1e-12))})
+                        "others_ratio": float(np.mean(others) / max(np.mean(near), 1e-12)),
+                        "kept_by_term": float(np.mean(kept_i)), "kept_by_background": float(np.mean(kept_b)),
+                        "term_minus_background": float(np.mean(kept_i) - np.mean(kept_b))})
         rows.append(row)
     return rows
 
