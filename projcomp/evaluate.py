@@ -36,7 +36,7 @@ from .compose import CompositionError
 from .experiments import SETTINGS, color_spec, random_locations, setting_spec
 from .zoo import Zoo, ZooError, torch_device
 from .generate import parse_seeds, run_spec
-from .imageio import image_grid, to_uint8
+from .imageio import from_uint8, image_grid, to_uint8
 from .sampling import SamplingError
 from .stats import wilson  # noqa: F401 (also importable as projcomp.evaluate.wilson)
 
@@ -251,6 +251,7 @@ def _table_row(setting: str, k: int, stats: dict) -> dict:
 
 
 LEAK_SIGMAS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+LEAK_SCENE_SEEDS = {"empty": 0x1EA4, "clutter": 0xC1A7}  # leak()'s renders: scene i of seed s is (this, s, i)
 
 
 @torch.no_grad()
@@ -279,14 +280,16 @@ def leak(net, k: int = 4, location_sets: int = 4, images: int = 8, sigmas: Seque
     yy, xx = torch.meshgrid((torch.arange(R) + 0.5) / R, (torch.arange(R) + 0.5) / R, indexing="ij")
     yy, xx = yy.to(dev), xx.to(dev)
     g = torch.Generator().manual_seed(seed)
-    if scenes == "clutter":
-        imgs, places, bare = rendered_scenes(R, images * location_sets, [0xC1A7, seed], floors=True)
-        x0 = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
-        obj = x0 - (torch.from_numpy(bare).permute(0, 3, 1, 2).float() / 127.5 - 1)  # each scene's objects
-    elif scenes == "empty":
-        x0 = torch.from_numpy(empty_scenes(R, images, [0x1EA4, seed])).permute(0, 3, 1, 2).float() / 127.5 - 1
-    else:
+    if scenes not in LEAK_SCENE_SEEDS:
         raise ValueError(f"scenes: {scenes!r} is not 'empty' or 'clutter'")
+    if scenes == "clutter":
+        imgs, places, bare = rendered_scenes(R, images * location_sets, [LEAK_SCENE_SEEDS[scenes], seed], floors=True)
+        x0, floor = from_uint8(imgs), from_uint8(bare).to(dev)
+        obj = x0.to(dev) - floor              # each scene's objects, x0 - floor
+        energy = (obj ** 2).sum(1)            # [n, R, R]: |x0 - floor|^2 per pixel
+        floor2, obj2 = floor.repeat(2, 1, 1, 1), obj.repeat(2, 1, 1, 1)  # for D_i and D_b alike
+    else:
+        x0 = from_uint8(empty_scenes(R, images, [LEAK_SCENE_SEEDS[scenes], seed]))
     rows = []
     for sigma in sigmas:
         far, near, others, kept_i, kept_b = [], [], [], [], []
@@ -296,8 +299,7 @@ def leak(net, k: int = 4, location_sets: int = 4, images: int = 8, sigmas: Seque
             c = torch.stack([net.encode_cond(list(p[0])) for p in places] + [net.encode_cond(background)] * n).to(dev)
             D = net(x.repeat(2, 1, 1, 1), torch.full((2 * n,), float(sigma), device=dev), c)
             diff = (D[:n] - D[n:]).abs().mean(1)  # [n, R, R], mean over channels
-            o2 = obj.to(dev).repeat(2, 1, 1, 1)
-            kept = ((D - (x0.to(dev).repeat(2, 1, 1, 1) - o2)) * o2).sum(1)  # [2n, R, R]: <D - floor, x0 - floor>
+            kept = ((D - floor2) * obj2).sum(1)  # [2n, R, R]: <D - floor, x0 - floor> per pixel
             for n_, pl in enumerate(places):
                 d = torch.stack([((xx - px) ** 2 + (yy - py) ** 2).sqrt() for px, py in pl])
                 own = d[0] <= radius
@@ -306,10 +308,10 @@ def leak(net, k: int = 4, location_sets: int = 4, images: int = 8, sigmas: Seque
                 near.append(float(diff[n_][own].mean()))
                 others.append(float(diff[n_][oth].mean()))
                 far.append(float(diff[n_][floor].mean()))
-                energy = float((obj[n_] ** 2).sum(0).to(dev)[oth].sum())
-                if energy > 0:
-                    kept_i.append(float(kept[n_][oth].sum()) / energy)
-                    kept_b.append(float(kept[n + n_][oth].sum()) / energy)
+                e = float(energy[n_][oth].sum())
+                if e > 0:
+                    kept_i.append(float(kept[n_][oth].sum()) / e)
+                    kept_b.append(float(kept[n + n_][oth].sum()) / e)
         else:
             for j in range(location_sets):
                 locs = random_locations(k, seed=j)

@@ -1,8 +1,8 @@
 """Images as the samplers return them -> images as files and panels show them.
 
 Samplers return float tensors [B, C, H, W] in [-1, 1] (the EDM convention, docs/design.md);
-everything shown or saved is uint8 [B, H, W, C]. `to_uint8` is the one conversion and
-`image_grid` the one way tiles are laid out (CLI outputs, evaluation figures, the app's panels).
+everything shown or saved is uint8 [B, H, W, C]. `to_uint8` is the one conversion (`from_uint8`
+its inverse, for renders fed to a net) and `image_grid` the one way tiles are laid out (CLI outputs, evaluation figures, the app's panels).
 """
 
 from __future__ import annotations
@@ -12,12 +12,17 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-__all__ = ["to_uint8", "image_grid"]
+__all__ = ["to_uint8", "from_uint8", "image_grid"]
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """[B, C, H, W] in [-1, 1] (any float dtype) -> uint8 [B, H, W, C], rounded to nearest."""
     return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def from_uint8(images: np.ndarray) -> torch.Tensor:
+    """uint8 [B, H, W, C] -> float32 [B, C, H, W] in [-1, 1] (the inverse of `to_uint8`)."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 def image_grid(

@@ -217,7 +217,8 @@ def test_preview_and_floor_control(stats):
 
 def test_leak_on_cluttered_scenes_measures_the_other_objects(object_zoo):
     from projcomp.checkpoint import load
-    from projcomp.evaluate import leak, rendered_scenes
+    from projcomp.evaluate import LEAK_SCENE_SEEDS, leak, rendered_scenes
+    from projcomp.imageio import from_uint8
 
     imgs, places = rendered_scenes(16, 3, [5])
     assert imgs.shape == (3, 16, 16, 3) and all(3 <= len(p) <= 5 for p in places)
@@ -234,7 +235,7 @@ def test_leak_on_cluttered_scenes_measures_the_other_objects(object_zoo):
         assert r["term_minus_background"] == pytest.approx(r["kept_by_term"] - r["kept_by_background"])
     # "kept" is the share of the other objects a denoiser passes through: an identity denoiser
     # (D = x) keeps them (1, up to the noise), one that paints the floor keeps nothing (0).
-    _, _, leak_floors = rendered_scenes(16, 3, [0xC1A7, 0], floors=True)  # the scenes leak() renders
+    _, _, leak_floors = rendered_scenes(16, 3, [LEAK_SCENE_SEEDS["clutter"], 0], floors=True)  # leak()'s scenes
     class Fake(torch.nn.Module):
         def __init__(self, mode):
             super().__init__()
@@ -242,12 +243,12 @@ def test_leak_on_cluttered_scenes_measures_the_other_objects(object_zoo):
         def encode_cond(self, c):
             return net.encode_cond(c)
         def forward(self, x, sigma, c):
-            return x if self.mode == "identity" else torch.stack(list(self.floors)).repeat(2, 1, 1, 1)
+            return x if self.mode == "identity" else self.floors.repeat(2, 1, 1, 1)
     ident = Fake("identity")
     r = leak(ident, location_sets=1, images=3, sigmas=[0.05], scenes="clutter")[0]
     assert r["kept_by_term"] == pytest.approx(1, abs=0.05) and r["kept_by_background"] == r["kept_by_term"]
     painter = Fake("floor")
-    painter.floors = [torch.from_numpy(f).permute(2, 0, 1).float() / 127.5 - 1 for f in leak_floors]
+    painter.floors = from_uint8(leak_floors)
     r = leak(painter, location_sets=1, images=3, sigmas=[0.5], scenes="clutter")[0]
     assert r["kept_by_term"] == pytest.approx(0, abs=1e-5) and r["kept_by_background"] == pytest.approx(0, abs=1e-5)
     # A net that cannot hear its label (label embedding and map inputs zeroed) has D_i == D_b:
