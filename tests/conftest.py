@@ -21,6 +21,17 @@ COLOR_LOCATION_SCHEMA = {"type": "location", "dim": 2, "empty": True,
                          "encoding": "map", "map_sigma": 0.046875}
 
 
+def deafen_to_maps(net):
+    """Zero the first conv's weights on the condition-map input channels (those after the image's
+    3 channels and the constant ones channel): the net then cannot see where a label's place is,
+    except through the global embedding."""
+    import torch
+    first = net.unet.enc[next(iter(net.unet.enc))]
+    with torch.no_grad():
+        first.weight[:, 3 + 1:].zero_()
+    return net
+
+
 def build_tiny_zoo(root, resolution=16, seed=0, location_schema=None):
     """Random-weight EDM2 nets in the four CLEVR roles, saved as real checkpoints under `root`.
     `location_schema` replaces the location net's condition schema (e.g. COLOR_LOCATION_SCHEMA: then
