@@ -11,8 +11,8 @@
 #                     installs it as checkpoints/clevr-clutter-32 in place of the GPU-trained net:
 #                     the same setting-C hit rates, speckled objects (README, docs/clevr-models.md).
 #
-# Both train at once, one thread each (preset cpu-32-map). The budgets the shipped nets used are
-# the defaults below and are recorded in each checkpoint's config.json ("command"); see
+# Both train at once, one thread each (preset cpu-32-map). The budgets are the defaults below
+# and are recorded in each checkpoint's config.json ("command"); see
 # docs/clevr-models.md for the measured effect of budget and encoding. (The shipped object net was
 # started as a 128 Ki run and shortened at 16 Ki images, before averaging: bit-identical to this.)
 #
