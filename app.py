@@ -190,6 +190,10 @@ def build_clevr_tab(zoo, cfg: Config, status: dict) -> dict:
     colors = status["location_colors"]
     bg_available = [(label, key) for label, key in tc.BG_CHOICES if status["backgrounds"][key]]
     default_objs = [tc.Obj(x, y) for x, y in tc.DEFAULT_OBJECTS]
+    framing = status["framing"]  # the canvas shows the floor as the location net's images frame it
+
+    def draw(objs, sel=None):
+        return tc.draw_scene(objs, sel, framing=framing)
 
     def parse(rows):
         return tc.parse_objects(rows, colors)
@@ -210,7 +214,7 @@ def build_clevr_tab(zoo, cfg: Config, status: dict) -> dict:
     # drawn is queued (trigger_mode="multiple") and sees its result -- the 11th one gets the message.
     def edit_result(objs, sel, note):
         """The outputs of an edit: table, scene, selection, note, colour control, `edited`."""
-        return table(objs), tc.draw_scene(objs, sel), sel, note, color_choice(objs, sel), table(objs)
+        return table(objs), draw(objs, sel), sel, note, color_choice(objs, sel), table(objs)
 
     @guard
     def on_click(rows, sel, evt: gr.SelectData):
@@ -226,7 +230,7 @@ def build_clevr_tab(zoo, cfg: Config, status: dict) -> dict:
     @guard
     def on_deselect(rows):
         objs = parse(rows)
-        return tc.draw_scene(objs, None), None, tc.selection_note(objs, None), color_choice(objs, None)
+        return draw(objs, None), None, tc.selection_note(objs, None), color_choice(objs, None)
 
     @guard
     def on_clear():
@@ -234,7 +238,7 @@ def build_clevr_tab(zoo, cfg: Config, status: dict) -> dict:
 
     @guard
     def on_random(k, lseed):
-        objs = tc.random_objects(k, lseed)
+        objs = tc.random_objects(k, lseed, framing)
         return edit_result(objs, None, f"{len(objs)} random places (layout seed {lseed}).")
 
     def on_table_edit(rows, sel):
@@ -245,12 +249,12 @@ def build_clevr_tab(zoo, cfg: Config, status: dict) -> dict:
         except Exception:  # noqa: BLE001
             return gr.skip(), gr.skip(), rows
         sel = sel if sel is not None and 0 <= sel < len(objs) else None
-        return tc.draw_scene(objs, sel), sel, rows
+        return draw(objs, sel), sel, rows
 
     @guard
     def on_color(rows, sel, color):
         objs = tc.set_color(parse(rows), sel, color, colors)
-        return table(objs), tc.draw_scene(objs, sel), tc.selection_note(objs, sel), table(objs)
+        return table(objs), draw(objs, sel), tc.selection_note(objs, sel), table(objs)
 
     def _duration(rows, background, steps, seed, samples, *a, **k):
         try:
@@ -298,16 +302,16 @@ def build_clevr_tab(zoo, cfg: Config, status: dict) -> dict:
         if len(objs) >= cm.MAX_OBJECTS:
             raise cm.InputError("objects", f"at most {cm.MAX_OBJECTS} are allowed; delete one first")
         objs.append(tc.Obj(cm.number(x, "x", 0, 1), cm.number(y, "y", 0, 1), cm.weight(w, "weight")))
-        return table(objs), tc.draw_scene(objs)
+        return table(objs), draw(objs)
 
     @guard
     def redraw_scene(rows):
-        return tc.draw_scene(parse(rows))
+        return draw(parse(rows))
 
     with gr.Tab("CLEVR objects", id="clevr"):
         with gr.Row(equal_height=False):
             with gr.Column(scale=4, min_width=300):
-                scene = gr.Image(value=tc.draw_scene(default_objs), label="The scene: click to place objects",
+                scene = gr.Image(value=draw(default_objs), label="The scene: click to place objects",
                                  interactive=False, format="png", height=268, elem_id="scene", buttons=[],
                                  show_label=False)
                 note = gr.Markdown(tc.selection_note(default_objs, None), elem_id="scene-note", elem_classes="pc-note")

@@ -44,19 +44,20 @@ __all__ = ["fig3", "fig5", "judge_locations", "main", "rejudge"]
 
 
 def judge_locations(image_u8: np.ndarray, locations: Sequence, radius_frac: float = 0.08,
-                    colors: Sequence | None = None) -> dict:
+                    colors: Sequence | None = None, framing: str = "centre") -> dict:
     """Detector verdict for one image against requested (x, y) in [0,1]: counts, hits, the colour
-    detected at each hit place (matched against `colors` when given) and each place's contrast."""
+    detected at each hit place (matched against `colors` when given) and each place's contrast.
+    framing: the square of CLEVR's frame the image shows (its net's dataset framing)."""
     from .clevr.detect import detect, match
 
     R = image_u8.shape[1]
-    dets = detect(image_u8)
+    dets = detect(image_u8, framing=framing)
     req = [(x * R, y * R) for x, y in locations]
     m = match(dets, req, radius=max(1.5, radius_frac * R))
     got = [dets[a]["color"] if a is not None else None for a in m["assignment"]]
     out = {"num_detected": m["num_detected"], "num_requested": m["num_requested"], "exact_count": bool(m["exact_count"]),
            "hits": [bool(h) for h in m["hits"]], "colors_at_hits": got,
-           "contrast": [float(c) for c in place_contrast(image_u8, locations)],
+           "contrast": [float(c) for c in place_contrast(image_u8, locations, framing=framing)],
            "detections": [{"center": [float(c) for c in d["center"]], "color": d["color"]} for d in dets]}
     if colors is not None:
         out["requested_colors"] = list(colors)
@@ -67,21 +68,23 @@ def judge_locations(image_u8: np.ndarray, locations: Sequence, radius_frac: floa
 _EMPTY_MEAN: dict = {}
 
 
-def mean_empty_scene(resolution: int, n: int = 32, seed: int = 0) -> np.ndarray:
+def mean_empty_scene(resolution: int, n: int = 32, seed: int = 0, framing: str = "centre") -> np.ndarray:
     """The renderer's mean empty scene [R, R, 3] in [0, 1] (camera and light jitter averaged):
     the floor an object's contrast is measured against."""
-    if resolution not in _EMPTY_MEAN:
-        _EMPTY_MEAN[resolution] = np.mean(empty_scenes(resolution, n, [0xF1002, seed]).astype(np.float64) / 255.0, axis=0)
-    return _EMPTY_MEAN[resolution]
+    key = (resolution, n, seed, framing)
+    if key not in _EMPTY_MEAN:
+        _EMPTY_MEAN[key] = np.mean(empty_scenes(resolution, n, [0xF1002, seed], framing).astype(np.float64) / 255.0, axis=0)
+    return _EMPTY_MEAN[key]
 
 
-def empty_scenes(resolution: int, n: int, seed) -> np.ndarray:
+def empty_scenes(resolution: int, n: int, seed, framing: str = "centre") -> np.ndarray:
     """n rendered empty scenes uint8 [n, R, R, 3] (camera and light jitter from seed sequence
     (*seed, i)): the floor that contrast and leak are measured on."""
-    return rendered_scenes(resolution, n, seed, 0)[0]
+    return rendered_scenes(resolution, n, seed, 0, framing=framing)[0]
 
 
-def rendered_scenes(resolution: int, n: int, seed, num_objects=(3, 5), floors: bool = False) -> tuple:
+def rendered_scenes(resolution: int, n: int, seed, num_objects=(3, 5), floors: bool = False,
+                    framing: str = "centre") -> tuple:
     """n rendered scenes uint8 [n, R, R, 3] (scene i from seed sequence (*seed, i); `num_objects` as
     sample_scene takes it) and each scene's object places [(x, y), ...] in [0, 1] image units, object
     0 first: the floor and the "other objects" that contrast and leak are measured on. floors=True
@@ -91,7 +94,7 @@ def rendered_scenes(resolution: int, n: int, seed, num_objects=(3, 5), floors: b
     seed = list(seed) if isinstance(seed, (list, tuple)) else [seed]
     imgs, places, bare = [], [], []
     for i in range(n):
-        sc = sample_scene([*seed, i], num_objects, resolution=resolution)
+        sc = sample_scene([*seed, i], num_objects, resolution=resolution, framing=framing)
         imgs.append(render(sc, resolution))
         places.append([(o["pixel_coords"][0] / resolution, o["pixel_coords"][1] / resolution) for o in sc["objects"]])
         if floors:
@@ -99,13 +102,14 @@ def rendered_scenes(resolution: int, n: int, seed, num_objects=(3, 5), floors: b
     return (np.stack(imgs), places, np.stack(bare)) if floors else (np.stack(imgs), places)
 
 
-def place_contrast(image_u8: np.ndarray, locations: Sequence, radius_frac: float = 0.06) -> np.ndarray:
+def place_contrast(image_u8: np.ndarray, locations: Sequence, radius_frac: float = 0.06,
+                   framing: str = "centre") -> np.ndarray:
     """Per requested place: the peak colour distance ||img - floor|| / sqrt(3) (0 = floor,
     1 = black vs white) within a disc of radius max(1.5 px, radius_frac * R) around it. An
     object drawn there scores its own contrast, a faint 'ghost' (Bayes, App. G eq. 17) less,
     an empty floor ~0.05 (sampling noise)."""
     R = image_u8.shape[1]
-    floor = mean_empty_scene(R)
+    floor = mean_empty_scene(R, framing=framing)
     diff = np.linalg.norm(image_u8.astype(np.float64) / 255.0 - floor, axis=-1) / np.sqrt(3)
     yy, xx = np.mgrid[0:R, 0:R] + 0.5
     rad = max(1.5, radius_frac * R)
@@ -154,13 +158,16 @@ def fig3(zoo: Zoo, settings: Sequence[str], ks: Sequence[int], seeds: Sequence[i
 
     os.makedirs(outdir, exist_ok=True)
     rows, per_image, samples = [], [], {}
+    framings = {}
     for setting in settings:
         grid_rows = []
+        # the places are drawn, and the samples judged, in the frame the setting's nets were trained on
+        framing = framings[setting] = zoo.framing_of(zoo.find(SETTINGS[setting]["terms"], resolution))
         for k in ks:
             stats = _new_stats()
             row_imgs = []
             for j in range(location_sets):
-                locs = random_locations(k, seed=j)
+                locs = random_locations(k, seed=j, framing=framing)
                 cols = None
                 if colors == "random" and (zoo.entries[zoo.find(SETTINGS[setting]["terms"], resolution)]
                                            .get("condition") or {}).get("colors"):
@@ -174,7 +181,7 @@ def fig3(zoo: Zoo, settings: Sequence[str], ks: Sequence[int], seeds: Sequence[i
                 samples[f"{setting}/k{k}/set{j}/locations"] = np.asarray(locs, np.float64).reshape(-1, 2)
                 if cols is not None:
                     samples[f"{setting}/k{k}/set{j}/colors"] = np.asarray(cols)
-                per_image += _judge_set(stats, imgs, locs, setting, j, seeds, cols)
+                per_image += _judge_set(stats, imgs, locs, setting, j, seeds, cols, framing)
                 if j == 0:
                     row_imgs = imgs
                 log(f"setting {setting} k={k} set {j}: {len(seeds)} images in {dt:.1f}s")
@@ -185,7 +192,8 @@ def fig3(zoo: Zoo, settings: Sequence[str], ks: Sequence[int], seeds: Sequence[i
     _write_table1(rows, per_image, outdir)
     # The samples themselves (uint8 NHWC per setting / k / location set, with the requested
     # locations), so that `rejudge` can count them again with another detector without sampling.
-    np.savez_compressed(os.path.join(outdir, "samples.npz"), seeds=np.asarray(list(seeds)), **samples)
+    np.savez_compressed(os.path.join(outdir, "samples.npz"), seeds=np.asarray(list(seeds)), **samples,
+                        **{f"{s}/framing": np.asarray(f) for s, f in framings.items()})
     return rows
 
 
@@ -206,7 +214,8 @@ def rejudge(outdir: str, log=print) -> list:
             setting, k, j = parts[0], int(parts[1][1:]), int(parts[2][3:])
             st = stats.setdefault((setting, k), _new_stats())
             cols = data[key + "/colors"].tolist() if key + "/colors" in data else None
-            per_image += _judge_set(st, data[key], data[key + "/locations"].tolist(), setting, j, seeds, cols)
+            framing = str(data[f"{setting}/framing"]) if f"{setting}/framing" in data else "centre"  # older runs: centre
+            per_image += _judge_set(st, data[key], data[key + "/locations"].tolist(), setting, j, seeds, cols, framing)
     for (setting, k), st in stats.items():
         rows.append(_table_row(setting, k, st))
         log(f"setting {setting} k={k}: exact {st['exact']}/{st['n']}")
@@ -219,11 +228,11 @@ def _new_stats() -> dict:
 
 
 def _judge_set(stats: dict, imgs, locs: list, setting: str, location_set: int, seeds: Sequence[int],
-               colors: Sequence | None = None) -> list:
+               colors: Sequence | None = None, framing: str = "centre") -> list:
     """Judge one location set's samples, add them to `stats`; their per-image verdicts."""
     out = []
     for s, img in zip(seeds, imgs):
-        v = judge_locations(img, locs, colors=colors)
+        v = judge_locations(img, locs, colors=colors, framing=framing)
         stats["exact"] += v["exact_count"]
         stats["hits"] += sum(v["hits"])
         stats["req"] += len(locs)
@@ -256,7 +265,7 @@ LEAK_SCENE_SEEDS = {"empty": 0x1EA4, "clutter": 0xC1A7}  # leak()'s renders: sce
 
 @torch.no_grad()
 def leak(net, k: int = 4, location_sets: int = 4, images: int = 8, sigmas: Sequence[float] = LEAK_SIGMAS,
-         radius: float = 0.15, seed: int = 0, scenes: str = "empty", background=None) -> list:
+         radius: float = 0.15, seed: int = 0, scenes: str = "empty", background=None, framing: str = "centre") -> list:
     """What Def 5.1 multiplies: per noise level, the mean |D_i - D_b| AWAY from object i (pixels
     farther than `radius` image widths from its place: the leak, which k terms add k times) and
     NEAR it (within `radius`: the object the term is for). Exact factorized conditionals (Def 5.2)
@@ -283,13 +292,14 @@ def leak(net, k: int = 4, location_sets: int = 4, images: int = 8, sigmas: Seque
     if scenes not in LEAK_SCENE_SEEDS:
         raise ValueError(f"scenes: {scenes!r} is not 'empty' or 'clutter'")
     if scenes == "clutter":
-        imgs, places, bare = rendered_scenes(R, images * location_sets, [LEAK_SCENE_SEEDS[scenes], seed], floors=True)
+        imgs, places, bare = rendered_scenes(R, images * location_sets, [LEAK_SCENE_SEEDS[scenes], seed], floors=True,
+                                             framing=framing)
         x0, floor = from_uint8(imgs), from_uint8(bare).to(dev)
         obj = x0.to(dev) - floor              # each scene's objects, x0 - floor
         energy = (obj ** 2).sum(1)            # [n, R, R]: |x0 - floor|^2 per pixel
         floor2, obj2 = floor.repeat(2, 1, 1, 1), obj.repeat(2, 1, 1, 1)  # for D_i and D_b alike
     else:
-        x0 = from_uint8(empty_scenes(R, images, [LEAK_SCENE_SEEDS[scenes], seed]))
+        x0 = from_uint8(empty_scenes(R, images, [LEAK_SCENE_SEEDS[scenes], seed], framing))
     rows = []
     for sigma in sigmas:
         far, near, others, kept_i, kept_b = [], [], [], [], []
@@ -314,7 +324,7 @@ def leak(net, k: int = 4, location_sets: int = 4, images: int = 8, sigmas: Seque
                     kept_b.append(float(kept[n + n_][oth].sum()) / e)
         else:
             for j in range(location_sets):
-                locs = random_locations(k, seed=j)
+                locs = random_locations(k, seed=j, framing=framing)
                 x = (x0 + sigma * torch.randn(x0.shape, generator=g)).to(dev)
                 conds = [net.encode_cond(xy) for xy in locs] + [net.encode_cond(background)]
                 xb = x.repeat(len(conds), 1, 1, 1)
@@ -624,9 +634,11 @@ def main(argv=None) -> int:
             device = torch_device(args.device)
             for folder in args.checkpoint:
                 net = load(folder, channels_last=False, device=device)
-                seen = (getattr(net, "config", {}) or {}).get("images_seen")
-                for r in leak(net, k=args.k, location_sets=args.location_sets, scenes=args.scenes):
-                    rows.append({"checkpoint": os.path.basename(os.path.normpath(folder)), "images_seen": seen, **r})
+                cfg = getattr(net, "config", {}) or {}
+                framing = (cfg.get("dataset") or {}).get("framing", "centre")  # render in the frame it was trained on
+                for r in leak(net, k=args.k, location_sets=args.location_sets, scenes=args.scenes, framing=framing):
+                    rows.append({"checkpoint": os.path.basename(os.path.normpath(folder)),
+                                 "images_seen": cfg.get("images_seen"), **r})
             _write_table(rows, args.outdir, "leak", "Leak |D_i - D_b| away from object i vs near it, per sigma")
             for r in rows:
                 print(json.dumps(r))

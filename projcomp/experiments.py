@@ -132,8 +132,10 @@ def color_spec(zoo: Zoo, colors: Sequence[str], seeds: Sequence[int], weights: O
     return CompositionSpec.from_dict(d)
 
 
-def random_locations(k: int, seed: int, min_separation: float = 0.12, max_tries: int = 200) -> list:
-    """k object locations in [0, 1]² from the CLEVR scene sampler (valid, visible placements),
+def random_locations(k: int, seed: int, min_separation: float = 0.12, max_tries: int = 200,
+                     framing: str = "centre") -> list:
+    """k object locations in [0, 1]² from the CLEVR scene sampler (valid, visible placements in
+    the images of `framing`, world.FRAMINGS),
 
     redrawn until every pair of centres is at least `min_separation` (fraction of the image width)
     apart, so that the detector can tell the requested objects apart at low resolution.
@@ -143,7 +145,8 @@ def random_locations(k: int, seed: int, min_separation: float = 0.12, max_tries:
     if k == 0:
         return []
     for t in range(max_tries):
-        scene = sample_scene([0xC0FFEE, int(k), int(seed), t], num_objects=int(k), jitter=False, resolution=1000)
+        scene = sample_scene([0xC0FFEE, int(k), int(seed), t], num_objects=int(k), jitter=False, resolution=1000,
+                             framing=framing)
         xy = np.array([o["pixel_coords"][:2] for o in scene["objects"]], dtype=np.float64) / 1000.0
         d = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(-1)) + np.eye(k) * 9
         if d.min() >= min_separation:

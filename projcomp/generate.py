@@ -140,7 +140,9 @@ def build_spec(args, zoo: Zoo) -> CompositionSpec:
         if args.k is not None:
             if not 1 <= args.k <= 10:
                 raise CompositionError(f"k: {args.k} must be between 1 and 10")
-            locs = random_locations(args.k, args.location_seed)
+            # drawn in the frame the setting's nets were trained on (their dataset's framing)
+            framing = zoo.framing_of(zoo.find(SETTINGS[args.setting]["terms"], args.resolution))
+            locs = random_locations(args.k, args.location_seed, framing=framing)
         elif args.locations:
             locs = [_parse_xy(s) for s in args.locations]
         else:

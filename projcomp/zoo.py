@@ -82,6 +82,10 @@ class Zoo:
         """The dataset preset a checkpoint was trained on (its config's dataset.preset)."""
         return (self.entries[name].get("dataset") or {}).get("preset")
 
+    def framing_of(self, name: str) -> str:
+        """The square of CLEVR's frame its images show (world.FRAMINGS): its dataset's framing."""
+        return (self.entries[name].get("dataset") or {}).get("framing", "centre")
+
     def role_of(self, name: str) -> Optional[str]:
         preset = self.preset_of(name)
         return next((r for r, presets in ROLES.items() if preset in presets), None)

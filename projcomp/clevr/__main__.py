@@ -21,6 +21,8 @@ def _parser():
     mk.add_argument('--out', required=True, help='output zip path')
     mk.add_argument('--seed', type=int, default=0, help='dataset seed; image i uses seed sequence (seed, i)')
     mk.add_argument('--workers', type=int, default=None, help='processes (default: min(2, cpus))')
+    mk.add_argument('--framing', default='centre', help="square of CLEVR's 320x240 frame kept: centre (its centred "
+                    "240x240, CLEVR's look) | floor (160x160 fitted to where objects stand: objects 1.5x larger)")
     im = sub.add_parser('import', help='convert clevr-dataset-gen output (images/ + scenes)')
     im.add_argument('dir')
     im.add_argument('--out', required=True)
@@ -32,6 +34,7 @@ def _parser():
     gr.add_argument('--rows', type=int, default=4)
     gr.add_argument('--objects', default='3-8', help='object count or range, e.g. 3-8')
     gr.add_argument('--seed', type=int, default=0)
+    gr.add_argument('--framing', default='centre', help='centre | floor (see make --framing)')
     return ap
 
 
@@ -53,7 +56,7 @@ def main(argv=None):
             from .datasets import get_preset, make_dataset
             get_preset(args.preset)
             meta = make_dataset(args.preset, args.n, args.resolution, args.out, seed=args.seed,
-                                workers=args.workers, command=command)
+                                workers=args.workers, command=command, framing=args.framing)
             print(f'wrote {args.out}: {meta["num_images"]} images, {args.preset}, {args.resolution}x{args.resolution}')
         elif args.cmd == 'import':
             from .importer import import_clevr
@@ -68,7 +71,7 @@ def main(argv=None):
             lo, _, hi = args.objects.partition('-')
             count = (int(lo), int(hi or lo))
             R, k = args.resolution, args.rows
-            imgs = [render(sample_scene([args.seed, i], count, resolution=R), R) for i in range(k * k)]
+            imgs = [render(sample_scene([args.seed, i], count, resolution=R, framing=args.framing), R) for i in range(k * k)]
             grid = np.concatenate([np.concatenate(imgs[r * k:(r + 1) * k], 1) for r in range(k)], 0)
             Image.fromarray(grid).save(args.out)
             print(f'wrote {args.out}')

@@ -33,7 +33,8 @@ from .render import check_visibility
 # The world (properties, camera, geometry) lives in world.py; re-exported for `from .scene import ...`.
 from .world import (BACK_LIGHT, CAMERA_JITTER, CAMERA_LOCATION, CAMERA_LOOK_AT, CLEVR_COLORS, CLEVR_RGB,  # noqa: F401
                     FILL_LIGHT, FOCAL_MM, KEY_LIGHT, LIGHT_JITTER, MATERIALS, SENSOR_MM, SHAPES, SIZES, Camera,
-                    camera_directions, compute_relationships, object_radius, scene_camera, set_resolution)
+                    camera_directions, compute_relationships, framing_crop, object_radius, scene_camera,
+                    set_resolution)
 
 
 class SceneError(ProjcompError, ValueError):
@@ -63,6 +64,7 @@ def sample_scene(
     image_index=0,               # written to the JSON like clevr-dataset-gen
     split='projcomp',            # written to the JSON
     resolution=None,             # R: pixel_coords in the final R x R image; None: the 320x240 frame
+    framing='centre',            # the square of the frame the image keeps (world.FRAMINGS)
 ):
     """Draw one scene; the same arguments always return the same dict."""
     forced = dict(forced or {})
@@ -89,13 +91,20 @@ def sample_scene(
     scene = {'split': split, 'image_index': int(image_index),
              'image_filename': f'CLEVR_{split}_{int(image_index):06d}.png',
              'objects': [], 'directions': directions, 'jitter': jit,
-             'render': {'width': 320, 'height': 240, 'crop': list(Camera().crop)}}
+             'render': {'width': 320, 'height': 240, 'crop': list(framing_crop(framing))}}
+    if framing != 'centre':     # older scenes (and 'centre' ones) carry no name: their crop says it
+        scene['render']['framing'] = framing
     if n == 0:
         scene['relationships'] = compute_relationships(scene)
         return set_resolution(scene, resolution)
 
+    # A framing narrower than the frame ('floor') re-draws each object whose centre would fall
+    # outside it (as clevr-dataset-gen re-draws objects placed too close), instead of re-drawing
+    # the whole scene: 0.83^9 of 9-object scenes would fit otherwise. 'centre' keeps the original
+    # stream (its datasets stay byte-identical); there the check below is rare anyway.
+    cam = scene_camera(scene) if framing != 'centre' else None
     for _attempt in range(10000):
-        objects = _place_objects(rng, n, forced, directions, min_dist, margin, max_retries)
+        objects = _place_objects(rng, n, forced, directions, min_dist, margin, max_retries, cam)
         if objects is None:
             continue
         scene['objects'] = objects
@@ -107,7 +116,7 @@ def sample_scene(
     return set_resolution(scene, resolution)
 
 
-def _place_objects(rng, n, forced, directions, min_dist, margin, max_retries):
+def _place_objects(rng, n, forced, directions, min_dist, margin, max_retries, cam=None, probe=5.5):
     objects, positions = [], []
     for i in range(n):
         num_tries = 0
@@ -131,6 +140,10 @@ def _place_objects(rng, n, forced, directions, min_dist, margin, max_retries):
             obj = {'shape': shape, 'size': size, 'material': material, 'color': color}
             r = object_radius(obj)
             good = True
+            if cam is not None:     # the centre and check_visibility's probe ring inside the crop
+                u, v, _ = cam.project([x, y, r])
+                x0, y0, side = cam.crop
+                good = x0 + probe <= u < x0 + side - probe and y0 + probe <= v < y0 + side - probe
             for (xx, yy, rr) in positions:
                 dx, dy = x - xx, y - yy
                 if math.hypot(dx, dy) - r - rr < min_dist:

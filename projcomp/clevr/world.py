@@ -12,7 +12,7 @@ import numpy as np
 
 __all__ = ['CLEVR_COLORS', 'CLEVR_RGB', 'SHAPES', 'SIZES', 'MATERIALS', 'CAMERA_LOCATION', 'CAMERA_LOOK_AT',
            'FOCAL_MM', 'SENSOR_MM', 'KEY_LIGHT', 'FILL_LIGHT', 'BACK_LIGHT', 'CAMERA_JITTER', 'LIGHT_JITTER',
-           'Camera', 'scene_camera', 'object_radius', 'camera_directions', 'compute_relationships',
+           'FRAMINGS', 'Camera', 'framing_crop', 'framing_camera', 'scene_camera', 'object_radius', 'camera_directions', 'compute_relationships',
            'set_resolution']
 
 # --- CLEVR properties (clevr-dataset-gen data/properties.json) ---------------------------------
@@ -34,6 +34,15 @@ FOCAL_MM, SENSOR_MM = 35.0, 32.0
 KEY_LIGHT = (6.44671, -2.90517, 4.2584)
 FILL_LIGHT = (-4.67112, -4.0136, 3.01122)
 BACK_LIGHT = (-1.16852, 2.64605, 5.81506)
+# The square crops of the 320x240 frame that a dataset can keep, (x0, y0, side) in frame pixels.
+# 'centre' (None: the centred square, 240x240 at 320x240) is every dataset made before framings;
+# 'floor' is fitted to where object centres project (u in [29, 294], v in [66, 188] for positions
+# uniform on [-3, 3]^2): objects are 1.5x larger at the same resolution, and the 17 % of ground
+# positions whose centre falls outside it are re-drawn by the scene sampler.
+FRAMINGS = {
+    'centre': None,
+    'floor': (80.0, 40.0, 160.0),
+}
 CAMERA_JITTER = 0.5                                  # render_images.py --camera_jitter
 LIGHT_JITTER = 1.0                                   # --key/fill/back_light_jitter
 
@@ -43,14 +52,16 @@ class Camera:
     """Pinhole camera of base_scene.blend at CLEVR's 320x240 render size.
 
     The orientation is fixed (as in Blender, jitter moves only the camera location). The datasets
-    keep the centred 240x240 square, columns [40, 280) of the 320x240 frame, and resample it to
-    R x R; `to_square` maps 320x240 pixel coordinates to that R x R image. Pixel coordinates are
+    keep a square of it, `square` = (x0, y0, side) (default: the centred 240x240 square, columns
+    [40, 280); see FRAMINGS), and resample it to R x R; `to_square` maps 320x240 pixel coordinates
+    to that R x R image. Pixel coordinates are
     continuous: pixel (i, j) covers [i, i+1) x [j, j+1), so the pixel containing (u, v) is
     (floor(u), floor(v)) and the image centre is (R/2, R/2).
     """
     location: tuple = CAMERA_LOCATION
     width: int = 320
     height: int = 240
+    square: tuple | None = None         # (x0, y0, side) kept of the frame; None: its centred square
 
     @property
     def focal_px(self) -> float:
@@ -58,7 +69,9 @@ class Camera:
 
     @property
     def crop(self) -> tuple:
-        """(x0, y0, side) of the centred square crop in 320x240 pixels."""
+        """(x0, y0, side) of the square crop in 320x240 pixels."""
+        if self.square is not None:
+            return tuple(float(c) for c in self.square)
         side = min(self.width, self.height)
         return ((self.width - side) / 2, (self.height - side) / 2, side)
 
@@ -98,11 +111,25 @@ class Camera:
         return u * s + x0, v * s + y0
 
 
+def framing_camera(framing='centre') -> Camera:
+    """The un-jittered camera of a framing name (FRAMINGS)."""
+    if framing not in FRAMINGS:
+        raise ValueError(f'unknown framing {framing!r}; expected one of {sorted(FRAMINGS)}')
+    return Camera(square=FRAMINGS[framing])
+
+
+def framing_crop(framing='centre') -> tuple:
+    """(x0, y0, side) in 320x240 pixels of a framing name (FRAMINGS)."""
+    return framing_camera(framing).crop
+
+
 def scene_camera(scene) -> Camera:
     r = scene.get('render', {})
     jit = scene.get('jitter', {}).get('camera', [0.0, 0.0, 0.0])
     loc = tuple(float(c + j) for c, j in zip(CAMERA_LOCATION, jit))
-    return Camera(location=loc, width=int(r.get('width', 320)), height=int(r.get('height', 240)))
+    crop = r.get('crop')
+    return Camera(location=loc, width=int(r.get('width', 320)), height=int(r.get('height', 240)),
+                  square=None if crop is None else tuple(float(c) for c in crop))
 
 
 def object_radius(obj) -> float:

@@ -96,12 +96,13 @@ def parse_objects(rows, colors: Sequence[str] = ()) -> list:
 
 
 @functools.lru_cache(maxsize=4)
-def empty_scene(size: int = DISPLAY) -> np.ndarray:
-    """The empty CLEVR scene (no camera jitter) rendered at `size` px: the canvas objects are placed on."""
+def empty_scene(size: int = DISPLAY, framing: str = "centre") -> np.ndarray:
+    """The empty CLEVR scene (no camera jitter) rendered at `size` px in a framing (world.FRAMINGS):
+    the canvas objects are placed on."""
     from ..clevr.render import render
     from ..clevr.scene import sample_scene
 
-    return render(sample_scene(0, num_objects=0, jitter=False, resolution=size), resolution=size)
+    return render(sample_scene(0, num_objects=0, jitter=False, resolution=size, framing=framing), resolution=size)
 
 
 def _ring(d, cx, cy, r, rgb, width=2, dashed=False):
@@ -119,12 +120,13 @@ def _swatch(color: Optional[str]):
     return tuple(CLEVR_RGB[color]) if color in CLEVR_RGB else None
 
 
-def draw_scene(objs: Sequence[Obj], selected: Optional[int] = None, size: int = DISPLAY) -> np.ndarray:
+def draw_scene(objs: Sequence[Obj], selected: Optional[int] = None, size: int = DISPLAY,
+               framing: str = "centre") -> np.ndarray:
     """The empty scene with a numbered ring per object (white; the selected one yellow and thick;
     a negative weight adds '−'; a colour fills a small swatch beside the number)."""
     from PIL import Image, ImageDraw
 
-    im = Image.fromarray(empty_scene(size)).convert("RGB")
+    im = Image.fromarray(empty_scene(size, framing)).convert("RGB")
     d = ImageDraw.Draw(im)
     r = RING * size
     fnt = font(max(11, size // 20))
@@ -200,11 +202,12 @@ def set_color(objs: list, selected: Optional[int], color: Optional[str], colors:
     return objs
 
 
-def random_objects(k, seed) -> list:
-    """k places drawn by the CLEVR scene sampler (valid, visible, separated), weight 1."""
+def random_objects(k, seed, framing: str = "centre") -> list:
+    """k places drawn by the CLEVR scene sampler (valid, visible, separated, in the images of
+    `framing`), weight 1."""
     k = integer(k, "k", 1, MAX_OBJECTS)
     seed = integer(seed, "layout seed", 0, SEED_MAX)
-    return [Obj(x, y) for x, y in random_locations(k, seed)]
+    return [Obj(x, y) for x, y in random_locations(k, seed, framing=framing)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,11 +336,11 @@ def panel(images: np.ndarray, objs: Sequence[Obj], seeds: Sequence[int], title: 
     return caption(image_grid(tiles, grid_cols(len(tiles))), title, top=True, height=24, size=15)
 
 
-def _judge(img: np.ndarray, objs: Sequence[Obj]) -> dict:
+def _judge(img: np.ndarray, objs: Sequence[Obj], framing: str = "centre") -> dict:
     from ..evaluate import judge_locations
 
     locs = [(o.x, o.y) for o in objs]
-    v = judge_locations(img, locs)
+    v = judge_locations(img, locs, framing=framing)
     got = v["colors_at_hits"]
     v["ok"] = [bool(h) and (o.color is None or got[i] == o.color) for i, (h, o) in enumerate(zip(v["hits"], objs))]
     return v
@@ -381,7 +384,8 @@ def compose_stream(zoo: Zoo, objs: Sequence[Obj], background: str, steps: int, s
             images = data
     verdicts, panels = {}, {}
     for s in settings:
-        verdicts[s] = [_judge(im, objs) for im in images[s]]
+        framing = zoo.framing_of(zoo.find(SETTINGS[s]["terms"]))  # judged in the frame its nets draw
+        verdicts[s] = [_judge(im, objs, framing) for im in images[s]]
         panels[s] = panel(images[s], objs, seeds, titles[s], size, upsampling, markers, verdicts[s])
     dt = time.perf_counter() - t0
     config = {"objects": [dataclasses.asdict(o) for o in objs], "background": background, "settings": list(settings),
@@ -450,7 +454,8 @@ def contribution_maps(zoo: Zoo, objs: Sequence[Obj], sigma, seed, settings: Sequ
     for s in settings:
         den, shape, device, _ = build_denoiser(zoo, s, objs)
         R = shape[-1]
-        x0 = torch.from_numpy(empty_scene(R)).permute(2, 0, 1).float().div(127.5).sub(1).unsqueeze(0)
+        framing = zoo.framing_of(zoo.find(SETTINGS[s]["terms"]))
+        x0 = torch.from_numpy(empty_scene(R, framing)).permute(2, 0, 1).float().div(127.5).sub(1).unsqueeze(0)
         x = x0 + float(sigma) * noise_for_seeds([int(seed)], shape)
         with torch.no_grad():
             c = den.contributions(x.to(device), torch.tensor([float(sigma)], device=device))  # [k, 1, C, H, W]
@@ -489,7 +494,7 @@ def examples(status: dict) -> list:
     if status["backgrounds"].get("empty"):
         out += [dict(label="3 objects, empty vs Bayes", objects=[Obj(x, y) for x, y in DEFAULT_OBJECTS],
                      background="empty", steps=16, seed=0, samples=4),
-                dict(label="6 objects", objects=[Obj(x, y) for x, y in random_locations(6, 3)],
+                dict(label="6 objects", objects=[Obj(x, y) for x, y in random_locations(6, 3, framing=status["framing"])],
                      background="empty", steps=16, seed=1, samples=4),
                 dict(label="NOT: negative weight", objects=[Obj(0.3, 0.5), Obj(0.7, 0.5), Obj(0.5, 0.7, -1.0)],
                      background="empty", steps=16, seed=2, samples=4)]
@@ -500,7 +505,7 @@ def examples(status: dict) -> list:
                                                                   zip(DEFAULT_OBJECTS, pick)],
                             background="empty", steps=16, seed=0, samples=4))
     if status["backgrounds"].get("clutter"):
-        out.append(dict(label="cluttered vs Bayes", objects=[Obj(x, y) for x, y in random_locations(4, 5)],
+        out.append(dict(label="cluttered vs Bayes", objects=[Obj(x, y) for x, y in random_locations(4, 5, framing=status["framing"])],
                         background="clutter", steps=16, seed=0, samples=4))
     return out
 

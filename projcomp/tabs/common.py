@@ -150,9 +150,11 @@ def zoo_status(zoo: Zoo) -> dict:
     colors = []
     if roles["location"]:
         colors = list((zoo.entries[roles["location"]].get("condition") or {}).get("colors") or [])
+    # the square of CLEVR's frame the location net's images show: the scene canvas is drawn in it
+    framing = zoo.framing_of(roles["location"]) if roles["location"] else "centre"
     return {"roles": roles, "empty_label": empty_label, "settings": settings,
             "backgrounds": {b: settings[pair[0]] for b, pair in BACKGROUNDS.items()},
-            "checkpoints": sorted({n for n in roles.values() if n}), "location_colors": colors}
+            "checkpoints": sorted({n for n in roles.values() if n}), "location_colors": colors, "framing": framing}
 
 
 def random_net(preset: str, dataset: str, seed: int = 0, resolution: Optional[int] = None):
