@@ -365,7 +365,9 @@ def handcheck(outdir: str, n: int = 50, seed: int = 0, hand: Sequence[int] | Non
         rng = np.random.default_rng(seed)
         pick = [pool[j] for j in rng.choice(len(pool), size=min(n, len(pool)), replace=False)]
         imgs = [z[k][i] for k, i in pick]
-    det = [len(detect(img)) for img in imgs]
+        framing = {k: str(z[f"{k.split('/')[0]}/framing"]) if f"{k.split('/')[0]}/framing" in z.files else "centre"
+                   for k in keys}
+    det = [len(detect(img, framing=framing[k])) for img, (k, _) in zip(imgs, pick)]
     scale, cols, label_h = 6, 10, 14
     tiles = []
     for j, img in enumerate(imgs):  # the number above each tile, so the sheet can be counted blind
@@ -397,11 +399,11 @@ def _write_table1(rows: list, per_image: list, outdir: str) -> None:
         json.dump(per_image, f)
 
 
-def _judge_colours(img: np.ndarray, base: str, other: str) -> dict:
+def _judge_colours(img: np.ndarray, base: str, other: str, framing: str = "centre") -> dict:
     """Detector verdict for one Fig 5 sample: objects, their colours and the outcome."""
     from .clevr.detect import detect
 
-    cols = [d["color"] for d in detect(img)]
+    cols = [d["color"] for d in detect(img, framing=framing)]
     two = len(cols) == 2 and sorted(cols) == sorted([base, other])
     return {"colours": cols, "two_objects": bool(two), "both_colours": base in cols and other in cols,
             "one_object": len(cols) == 1}
@@ -457,6 +459,7 @@ def fig5(zoo: Zoo, seeds: Sequence[int], outdir: str, base: str = "yellow", samp
     spec0 = specs[others[0]]
     bg_is_empty = spec0.background.cond == "empty" or zoo.role_of(spec0.background.model) == "empty"
     res = zoo.resolution_of(spec0.terms[0].model)
+    framing = zoo.framing_of(spec0.terms[0].model)
     log(f"fig5: {spec0.terms[0].model} over {spec0.background.name} ({spec0.background.model}), {res}px")
     stats = colour_statistics(res, n=stats_n)
     verdicts = {v["pair"]: v for v in pair_verdicts(stats, base, others, "empty" if bg_is_empty else "any")}
@@ -470,7 +473,7 @@ def fig5(zoo: Zoo, seeds: Sequence[int], outdir: str, base: str = "yellow", samp
     rows, per_image, grids = [], [], []
     for o in others:
         imgs = to_uint8(run_spec(specs[o], zoo, batch=batch))
-        judged = [_judge_colours(img, base, o) for img in imgs]
+        judged = [_judge_colours(img, base, o, framing) for img in imgs]
         pair, n = f"{base}+{o}", len(imgs)
         two = _rate(sum(j["two_objects"] for j in judged), n)
         v = verdicts[pair]
@@ -494,7 +497,7 @@ def fig5(zoo: Zoo, seeds: Sequence[int], outdir: str, base: str = "yellow", samp
     for c in [base] + others:
         imgs = to_uint8(run_spec(color_spec(zoo, [c], seeds, sampler=sampler, resolution=resolution, background=background),
                                  zoo, batch=batch))
-        found = [_judge_colours(img, c, c)["colours"] for img in imgs]
+        found = [_judge_colours(img, c, c, framing)["colours"] for img in imgs]
         r = _rate(sum(c in f for f in found), len(imgs))
         single.append({"color": c, "images": len(imgs), "asked_colour_found_rate": r["rate"], "ci95_lo": r["ci95"][0],
                        "ci95_hi": r["ci95"][1], "one_object_of_it_rate": sum(f == [c] for f in found) / len(imgs),

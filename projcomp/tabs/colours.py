@@ -153,7 +153,8 @@ def compose_stream(zoo: Zoo, colors: Sequence[str], w: float, steps: int, seed: 
             yield "progress", progress_text(data, {"c": "colours"}, t0), pv
         else:
             imgs = data["c"]
-    found = [sorted({d["color"] for d in detect(im)}) for im in imgs]
+    framing = zoo.framing_of(color_spec(zoo, list(colors), seeds[:1]).terms[0].model)  # its net's frame
+    found = [sorted({d["color"] for d in detect(im, framing=framing)}) for im in imgs]
     dt = time.perf_counter() - t0
     yield "done", f"Done in {dt:.1f} s.", (_panel(imgs, seeds, found), found, seeds)
 
