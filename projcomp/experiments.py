@@ -137,10 +137,14 @@ def random_locations(k: int, seed: int, min_separation: float = 0.12, max_tries:
     """k object locations in [0, 1]² from the CLEVR scene sampler (valid, visible placements in
     the images of `framing`, world.FRAMINGS),
 
-    redrawn until every pair of centres is at least `min_separation` (fraction of the image width)
-    apart, so that the detector can tell the requested objects apart at low resolution.
+    redrawn until every pair of centres is at least `min_separation` (fraction of the image width
+    in the centre framing: the same distance on the floor in every framing, 1.5x the fraction of a
+    'floor' image) apart, so that the detector can tell the requested objects apart at low resolution.
     """
     from .clevr.scene import sample_scene
+    from .clevr.world import framing_crop
+
+    min_separation = min_separation * framing_crop("centre")[2] / framing_crop(framing)[2]
 
     if k == 0:
         return []
