@@ -17,24 +17,30 @@
 # started as a 128 Ki run and shortened at 16 Ki images, before averaging: bit-identical to this.)
 #
 # Environment: N_OBJ / N_CLU (scenes per dataset), DUR_OBJ / DUR_CLU (training images),
-# SEED (dataset seed), EXTRA (more train options for both), INSTALL_CLUTTER (see above).
+# SEED (dataset seed), EXTRA (more train options for both), INSTALL_CLUTTER (see above),
+# OBJ_FRAMING=floor (the object net on floor-framed data, objects 1.5x larger: run
+# clevr-object-32-floor, not installed -- it composed worse, docs/clevr-models.md "Framing").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 N_OBJ=${N_OBJ:-32768}; N_CLU=${N_CLU:-8192}; SEED=${SEED:-1}
 DUR_OBJ=${DUR_OBJ:-56Ki}; DUR_CLU=${DUR_CLU:-64Ki}
+OBJ_FRAMING=${OBJ_FRAMING:-centre}
 DATA=data; RUNS=runs
 mkdir -p "$DATA" "$RUNS" checkpoints logs
 
-make_data() {  # preset n
-  local out="$DATA/$1-32-$2.zip"
-  [ -f "$out" ] || $PY -m projcomp.clevr make "$1" --n "$2" --resolution 32 --out "$out" --seed "$SEED" --workers 2
+suffix() { [ "${1:-centre}" = centre ] || echo "-$1"; }
+
+make_data() {  # preset n [framing]
+  local out="$DATA/$1-32-$2$(suffix "${3:-centre}").zip"
+  local fr=(); [ "${3:-centre}" = centre ] || fr=(--framing "$3")   # centre: the shipped data's exact command
+  [ -f "$out" ] || $PY -m projcomp.clevr make "$1" --n "$2" --resolution 32 --out "$out" --seed "$SEED" --workers 2 "${fr[@]}"
 }
 
 train() {  # run dataset-preset n duration [options]; installs into checkpoints/${AS:-run} unless INSTALL=0
   local name=$1 preset=$2 n=$3 dur=$4; shift 4
   local as=${AS:-$name}
-  $PY -m projcomp.train --preset cpu-32-map --data "$DATA/$preset-32-$n.zip" --outdir "$RUNS/$name" \
+  $PY -m projcomp.train --preset cpu-32-map --data "$DATA/$preset-32-$n$(suffix "${FRAMING:-centre}").zip" --outdir "$RUNS/$name" \
     --duration "$dur" --save-fp16 true --no-progress "$@" ${EXTRA:-}
   [ "${INSTALL:-1}" = 1 ] || return 0
   rm -rf "checkpoints/$as.tmp" && cp -r "$RUNS/$name/checkpoint" "checkpoints/$as.tmp"
@@ -43,8 +49,10 @@ train() {  # run dataset-preset n duration [options]; installs into checkpoints/
 
 # Data with the renderer on both cores (~100 scenes/s at 32 px); the object net starts as soon
 # as its data exists, the clutter data renders beside it.
-make_data object-empty "$N_OBJ"
-train clevr-object-32 object-empty "$N_OBJ" "$DUR_OBJ" --avg-last 384 > logs/clevr-object-32.log 2>&1 &
+make_data object-empty "$N_OBJ" "$OBJ_FRAMING"
+OBJ_RUN=clevr-object-32$(suffix "$OBJ_FRAMING")
+INSTALL=$([ "$OBJ_FRAMING" = centre ] && echo 1 || echo 0) FRAMING=$OBJ_FRAMING \
+  train "$OBJ_RUN" object-empty "$N_OBJ" "$DUR_OBJ" --avg-last 384 > "logs/$OBJ_RUN.log" 2>&1 &
 p1=$!
 make_data clutter-location "$N_CLU"
 INSTALL=${INSTALL_CLUTTER:-0} AS=clevr-clutter-32 train clevr-clutter-32m-64k clutter-location "$N_CLU" "$DUR_CLU" --avg-last 384 \
