@@ -100,8 +100,8 @@ def sample_scene(
 
     # A framing narrower than the frame ('floor') re-draws each object whose centre would fall
     # outside it (as clevr-dataset-gen re-draws objects placed too close), instead of re-drawing
-    # the whole scene: 0.83^9 of 9-object scenes would fit otherwise. 'centre' keeps the original
-    # stream (its datasets stay byte-identical); there the check below is rare anyway.
+    # the whole scene: only 0.83^9 of 9-object scenes would fit. 'centre' keeps re-drawing whole
+    # scenes, which there is rare, so that its datasets stay byte-identical to before framings.
     cam = scene_camera(scene) if framing != 'centre' else None
     for _attempt in range(10000):
         objects = _place_objects(rng, n, forced, directions, min_dist, margin, max_retries, cam)

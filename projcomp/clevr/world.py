@@ -12,8 +12,8 @@ import numpy as np
 
 __all__ = ['CLEVR_COLORS', 'CLEVR_RGB', 'SHAPES', 'SIZES', 'MATERIALS', 'CAMERA_LOCATION', 'CAMERA_LOOK_AT',
            'FOCAL_MM', 'SENSOR_MM', 'KEY_LIGHT', 'FILL_LIGHT', 'BACK_LIGHT', 'CAMERA_JITTER', 'LIGHT_JITTER',
-           'FRAMINGS', 'Camera', 'framing_crop', 'framing_camera', 'scene_camera', 'object_radius', 'camera_directions', 'compute_relationships',
-           'set_resolution']
+           'FRAMINGS', 'Camera', 'framing_crop', 'framing_camera', 'scene_camera', 'object_radius',
+           'camera_directions', 'compute_relationships', 'set_resolution']
 
 # --- CLEVR properties (clevr-dataset-gen data/properties.json) ---------------------------------
 

@@ -490,11 +490,11 @@ def contribution_maps(zoo: Zoo, objs: Sequence[Obj], sigma, seed, settings: Sequ
 
 def examples(status: dict) -> list:
     """[{label, objects, background, steps, seed, samples}] runnable with these checkpoints."""
-    out = []
+    out, framing = [], status["framing"]
     if status["backgrounds"].get("empty"):
         out += [dict(label="3 objects, empty vs Bayes", objects=[Obj(x, y) for x, y in DEFAULT_OBJECTS],
                      background="empty", steps=16, seed=0, samples=4),
-                dict(label="6 objects", objects=[Obj(x, y) for x, y in random_locations(6, 3, framing=status["framing"])],
+                dict(label="6 objects", objects=[Obj(x, y) for x, y in random_locations(6, 3, framing=framing)],
                      background="empty", steps=16, seed=1, samples=4),
                 dict(label="NOT: negative weight", objects=[Obj(0.3, 0.5), Obj(0.7, 0.5), Obj(0.5, 0.7, -1.0)],
                      background="empty", steps=16, seed=2, samples=4)]
@@ -505,7 +505,7 @@ def examples(status: dict) -> list:
                                                                   zip(DEFAULT_OBJECTS, pick)],
                             background="empty", steps=16, seed=0, samples=4))
     if status["backgrounds"].get("clutter"):
-        out.append(dict(label="cluttered vs Bayes", objects=[Obj(x, y) for x, y in random_locations(4, 5, framing=status["framing"])],
+        out.append(dict(label="cluttered vs Bayes", objects=[Obj(x, y) for x, y in random_locations(4, 5, framing=framing)],
                         background="clutter", steps=16, seed=0, samples=4))
     return out
 
