@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .compose import CompositionError
-from .experiments import SETTINGS, color_spec, random_locations, setting_spec
+from .experiments import SETTINGS, color_spec, random_locations, setting_framing, setting_spec
 from .zoo import Zoo, ZooError, torch_device
 from .generate import parse_seeds, run_spec
 from .imageio import from_uint8, image_grid, to_uint8
@@ -162,7 +162,7 @@ def fig3(zoo: Zoo, settings: Sequence[str], ks: Sequence[int], seeds: Sequence[i
     for setting in settings:
         grid_rows = []
         # the places are drawn, and the samples judged, in the frame the setting's nets were trained on
-        framing = framings[setting] = zoo.framing_of(zoo.find(SETTINGS[setting]["terms"], resolution))
+        framing = framings[setting] = setting_framing(zoo, setting, resolution)
         for k in ks:
             stats = _new_stats()
             row_imgs = []
@@ -197,6 +197,12 @@ def fig3(zoo: Zoo, settings: Sequence[str], ks: Sequence[int], seeds: Sequence[i
     return rows
 
 
+def _stored_framing(samples, setting: str) -> str:
+    """The framing a fig3 run stored for a setting in samples.npz (runs before framings: centre)."""
+    key = f"{setting}/framing"
+    return str(samples[key]) if key in samples else "centre"
+
+
 def rejudge(outdir: str, log=print) -> list:
     """Table 1 (and per_image.json) again from a fig3 run's samples.npz with the current detector
     (no sampling)."""
@@ -214,8 +220,8 @@ def rejudge(outdir: str, log=print) -> list:
             setting, k, j = parts[0], int(parts[1][1:]), int(parts[2][3:])
             st = stats.setdefault((setting, k), _new_stats())
             cols = data[key + "/colors"].tolist() if key + "/colors" in data else None
-            framing = str(data[f"{setting}/framing"]) if f"{setting}/framing" in data else "centre"  # older runs: centre
-            per_image += _judge_set(st, data[key], data[key + "/locations"].tolist(), setting, j, seeds, cols, framing)
+            per_image += _judge_set(st, data[key], data[key + "/locations"].tolist(), setting, j, seeds, cols,
+                                    _stored_framing(data, setting))
     for (setting, k), st in stats.items():
         rows.append(_table_row(setting, k, st))
         log(f"setting {setting} k={k}: exact {st['exact']}/{st['n']}")
@@ -365,9 +371,8 @@ def handcheck(outdir: str, n: int = 50, seed: int = 0, hand: Sequence[int] | Non
         rng = np.random.default_rng(seed)
         pick = [pool[j] for j in rng.choice(len(pool), size=min(n, len(pool)), replace=False)]
         imgs = [z[k][i] for k, i in pick]
-        framing = {k: str(z[f"{k.split('/')[0]}/framing"]) if f"{k.split('/')[0]}/framing" in z.files else "centre"
-                   for k in keys}
-    det = [len(detect(img, framing=framing[k])) for img, (k, _) in zip(imgs, pick)]
+        framings = [_stored_framing(z, k.split("/")[0]) for k, _ in pick]
+    det = [len(detect(img, framing=f)) for img, f in zip(imgs, framings)]
     scale, cols, label_h = 6, 10, 14
     tiles = []
     for j, img in enumerate(imgs):  # the number above each tile, so the sheet can be counted blind

@@ -24,7 +24,7 @@ from .compose import CompositionError
 from .spec import CompositionSpec, TermSpec
 from .zoo import ROLES, Zoo, ZooError  # noqa: F401  (the registry; re-exported for old imports)
 
-__all__ = ["SETTINGS", "ROLES", "Zoo", "setting_spec", "color_spec", "random_locations", "ZooError"]
+__all__ = ["SETTINGS", "ROLES", "Zoo", "setting_spec", "color_spec", "random_locations", "setting_framing", "ZooError"]
 
 # Setting -> (role of the terms, background (role, cond)). cond None = the null label.
 SETTINGS = {
@@ -130,6 +130,14 @@ def color_spec(zoo: Zoo, colors: Sequence[str], seeds: Sequence[int], weights: O
         "seeds": list(seeds),
     }
     return CompositionSpec.from_dict(d)
+
+
+def setting_framing(zoo: Zoo, setting: str, resolution: Optional[int] = None) -> str:
+    """The square of CLEVR's frame that setting `setting`'s term nets draw (their dataset's framing):
+    where its places are drawn and its samples judged."""
+    if setting not in SETTINGS:
+        raise CompositionError(f"setting: {setting!r} is not one of {sorted(SETTINGS)}")
+    return zoo.framing_of(zoo.find(SETTINGS[setting]["terms"], resolution))
 
 
 def random_locations(k: int, seed: int, min_separation: float = 0.12, max_tries: int = 200,

@@ -25,7 +25,7 @@ import torch
 from .compose import CompositionError
 from .files import atomic_write_json
 from .imageio import to_uint8
-from .experiments import SETTINGS, color_spec, random_locations, setting_spec
+from .experiments import SETTINGS, color_spec, random_locations, setting_framing, setting_spec
 from .zoo import Zoo, ZooError
 from .sampling import SamplingError, sample
 from .spec import CompositionSpec
@@ -141,8 +141,7 @@ def build_spec(args, zoo: Zoo) -> CompositionSpec:
             if not 1 <= args.k <= 10:
                 raise CompositionError(f"k: {args.k} must be between 1 and 10")
             # drawn in the frame the setting's nets were trained on (their dataset's framing)
-            framing = zoo.framing_of(zoo.find(SETTINGS[args.setting]["terms"], args.resolution))
-            locs = random_locations(args.k, args.location_seed, framing=framing)
+            locs = random_locations(args.k, args.location_seed, framing=setting_framing(zoo, args.setting, args.resolution))
         elif args.locations:
             locs = [_parse_xy(s) for s in args.locations]
         else:

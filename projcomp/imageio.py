@@ -2,7 +2,8 @@
 
 Samplers return float tensors [B, C, H, W] in [-1, 1] (the EDM convention, docs/design.md);
 everything shown or saved is uint8 [B, H, W, C]. `to_uint8` is the one conversion (`from_uint8`
-its inverse, for renders fed to a net) and `image_grid` the one way tiles are laid out (CLI outputs, evaluation figures, the app's panels).
+its inverse, for renders fed to a net) and `image_grid` the one way tiles are laid out (CLI
+outputs, evaluation figures, the app's panels).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import pytest
 
 import projcomp
 from projcomp.evaluate import judge_locations
-from projcomp.experiments import SETTINGS, Zoo, setting_spec
+from projcomp.experiments import Zoo, setting_framing, setting_spec
 from projcomp.generate import run_spec
 from projcomp.imageio import to_uint8
 
@@ -48,8 +48,7 @@ def test_shipped_location_model_composes_over_empty_but_not_bayes(resolution):
     for setting in ("A", "B"):
         spec = setting_spec(zoo, setting, locs, seeds, sampler={"num_steps": 12})
         imgs = to_uint8(run_spec(spec, zoo, batch=16))
-        framing = zoo.framing_of(zoo.find(SETTINGS[setting]["terms"]))
-        verdicts = [judge_locations(im, locs, framing=framing) for im in imgs]
+        verdicts = [judge_locations(im, locs, framing=setting_framing(zoo, setting)) for im in imgs]
         found[setting] = (sum(sum(v["hits"]) for v in verdicts), sum(v["num_detected"] for v in verdicts))
         assert np.isfinite(imgs.astype(np.float64)).all() and imgs.std() > 2  # real images, not flat
     hits_a, det_a = found["A"]

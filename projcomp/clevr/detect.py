@@ -35,7 +35,7 @@ from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
 
 from .render import srgb_to_linear
-from .world import CLEVR_COLORS, CLEVR_RGB, Camera, framing_camera
+from .world import CLEVR_COLORS, CLEVR_RGB, Camera, framing_camera, framing_crop
 
 _HUES = [c for c in CLEVR_COLORS if c != 'gray']
 
@@ -218,8 +218,8 @@ def _detect_reframed(srgb, framing, kwargs):
     the same scale (R' = 1.5 R: 48 px for 32), the objects have the sizes it was tuned on;
     detections are mapped back and those outside the image dropped."""
     R = srgb.shape[1]
-    x0, y0, side = framing_camera(framing).crop
-    cx0, cy0, cside = framing_camera('centre').crop
+    x0, y0, side = framing_crop(framing)
+    cx0, cy0, cside = framing_crop('centre')
     s = R / side                                   # output px per 320x240-frame px
     R2, ox, oy = cside * s, (x0 - cx0) * s, (y0 - cy0) * s
     if max(abs(v - round(v)) for v in (R2, ox, oy)) > 1e-6 or not (0 <= ox and 0 <= oy and ox + R <= R2 and oy + R <= R2):

@@ -14,7 +14,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from ..experiments import SETTINGS, random_locations
+from ..experiments import SETTINGS, random_locations, setting_framing
 from ..imageio import image_grid, to_uint8
 from ..sampling import SamplerConfig, sample
 from ..zoo import Zoo
@@ -384,8 +384,7 @@ def compose_stream(zoo: Zoo, objs: Sequence[Obj], background: str, steps: int, s
             images = data
     verdicts, panels = {}, {}
     for s in settings:
-        framing = zoo.framing_of(zoo.find(SETTINGS[s]["terms"]))  # judged in the frame its nets draw
-        verdicts[s] = [_judge(im, objs, framing) for im in images[s]]
+        verdicts[s] = [_judge(im, objs, setting_framing(zoo, s)) for im in images[s]]  # in the frame its nets draw
         panels[s] = panel(images[s], objs, seeds, titles[s], size, upsampling, markers, verdicts[s])
     dt = time.perf_counter() - t0
     config = {"objects": [dataclasses.asdict(o) for o in objs], "background": background, "settings": list(settings),
@@ -454,8 +453,7 @@ def contribution_maps(zoo: Zoo, objs: Sequence[Obj], sigma, seed, settings: Sequ
     for s in settings:
         den, shape, device, _ = build_denoiser(zoo, s, objs)
         R = shape[-1]
-        framing = zoo.framing_of(zoo.find(SETTINGS[s]["terms"]))
-        x0 = torch.from_numpy(empty_scene(R, framing)).permute(2, 0, 1).float().div(127.5).sub(1).unsqueeze(0)
+        x0 = torch.from_numpy(empty_scene(R, setting_framing(zoo, s))).permute(2, 0, 1).float().div(127.5).sub(1).unsqueeze(0)
         x = x0 + float(sigma) * noise_for_seeds([int(seed)], shape)
         with torch.no_grad():
             c = den.contributions(x.to(device), torch.tensor([float(sigma)], device=device))  # [k, 1, C, H, W]

@@ -137,8 +137,9 @@ def compose_stream(zoo: Zoo, colors: Sequence[str], w: float, steps: int, seed: 
     cfg = SamplerConfig(num_steps=int(steps), dtype="bfloat16" if bf16 else "float32").validate()
     t0 = time.perf_counter()
 
+    spec = color_spec(zoo, list(colors), seeds, [float(w)] * len(colors))
+
     def run(cb):
-        spec = color_spec(zoo, list(colors), seeds, [float(w)] * len(colors))
         names = sorted({spec.background.model, *[t.model for t in spec.terms]})
         den = spec.build(zoo.registry(names))
         net = zoo.get(spec.terms[0].model)
@@ -153,7 +154,7 @@ def compose_stream(zoo: Zoo, colors: Sequence[str], w: float, steps: int, seed: 
             yield "progress", progress_text(data, {"c": "colours"}, t0), pv
         else:
             imgs = data["c"]
-    framing = zoo.framing_of(color_spec(zoo, list(colors), seeds[:1]).terms[0].model)  # its net's frame
+    framing = zoo.framing_of(spec.terms[0].model)  # read in the frame its net draws
     found = [sorted({d["color"] for d in detect(im, framing=framing)}) for im in imgs]
     dt = time.perf_counter() - t0
     yield "done", f"Done in {dt:.1f} s.", (_panel(imgs, seeds, found), found, seeds)
