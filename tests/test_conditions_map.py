@@ -241,3 +241,33 @@ def test_map_only_hides_the_place_from_the_global_embedding():
         glob = deafen_to_maps(_net(SCHEMA))  # while "map" still hears the place through the embedding
         d = glob(x, torch.tensor([1.0, 1.0]), two_places)
         assert not torch.equal(d[0], d[1])
+
+
+def test_map_local_term_and_empty_scene_differ_only_through_the_maps():
+    # "map-local": a placed label (with or without a colour) hears the empty scene's global
+    # embedding; the place and the colour come only as maps. A net deaf to the maps must then
+    # give the term and the empty scene the same output everywhere (D_i - D_b = 0), while the
+    # null label (p_u) and a colour without a place keep their own embeddings.
+    enc = ConditionEncoder({**SCHEMA, "encoding": "map-local"})
+    assert enc.map_channels == 1 + len(COLORS)
+    vals = [(0.2, 0.3), {"xy": (0.7, 0.6), "color": "red"}, "empty", None, {"color": "blue"}]
+    L = enc.encode_batch(vals)
+    G = enc.global_part(L)
+    assert torch.equal(G[0], L[2]) and torch.equal(G[1], L[2]) and torch.equal(G[2], L[2])
+    assert torch.equal(G[3:], L[3:])
+    m = enc.location_map(L, 32)
+    assert m[1, 1 + COLORS.index("red")].max() > 0.5 and m[0, 1:].abs().max() == 0  # colour as a map
+    from conftest import deafen_to_maps
+    x = torch.randn(1, 3, 16, 16).expand(4, -1, -1, -1)
+    labels = enc.encode_batch([(0.2, 0.2), {"xy": (0.8, 0.8), "color": "red"}, "empty", None])
+    with torch.no_grad():
+        d = deafen_to_maps(_net({**SCHEMA, "encoding": "map-local"}))(x, torch.ones(4), labels)
+    assert torch.equal(d[0], d[2]) and torch.equal(d[1], d[2])   # no global difference from the empty scene
+    assert not torch.equal(d[3], d[2])                           # the null label stays distinct
+    with torch.no_grad():  # with the maps heard, the place matters
+        d = _net({**SCHEMA, "encoding": "map-local"})(x[:2], torch.ones(2), labels[:2])
+    assert not torch.equal(d[0], d[1])
+    # Without "empty" in the schema, placed rows share the presence flag alone.
+    e2 = ConditionEncoder({"type": "location", "dim": 2, "encoding": "map-local"})
+    G2 = e2.global_part(e2.encode_batch([(0.1, 0.1), (0.9, 0.4)]))
+    assert torch.equal(G2[0], G2[1]) and G2[0].nonzero().numel() == 1

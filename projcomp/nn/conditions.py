@@ -50,6 +50,17 @@ colour reaches the pixels it is for, as the place does, instead of only through 
 embedding. Measured (docs/clevr-models.md): with the colour only global, a single conditional
 "red object at xy" drew the asked colour in well under half the samples.
 
+The place and colour ONLY where they are ("encoding": "map-local"). What Def 5.1 multiplies is
+D_i - D_b; Def 5.2 makes it exact when the two differ only on term i's own pixels. With "map" or
+"map-only" a placed term and the empty scene differ in the global embedding, which scales channels
+in every block at every pixel, so their difference starts out global and the net has to learn to
+cancel it away from the object (the leak, measured in docs/clevr-models.md). With "map-local" a
+placed label's global embedding IS the empty scene's (with "empty": true; else the presence flag
+alone), and the place and colour reach the net only as the bump and the bump in the asked colour's
+channel (as "map-color"): term and background then see the same input everywhere but near the
+term's place, so locality is where the net starts, not what it must learn. The null label (p_u)
+and colour-only labels keep their global embeddings.
+
 Colour per object ("colors"). The label is [location features / sqrt(2K+1), one-hot colour],
 scaled to unit norm: location only, colour only and both all have unit norm, and dropping a
 part during training (zeroing it) gives the other conditionals of the SAME net: p(object at xy),
@@ -70,7 +81,7 @@ __all__ = ["ConditionError", "ConditionEncoder", "make_condition_encoder", "LOCA
 
 LOCATION_FREQUENCIES = 4  # K above: label_dim = 4K + 1 = 17 for a location.
 MAP_SIGMA = 1.5 / 32      # Default bump width of the location map: 1.5 px at 32 x 32.
-ENCODINGS = ("global", "map", "map-color", "map-only")  # How a location label reaches the net (see above).
+ENCODINGS = ("global", "map", "map-color", "map-only", "map-local")  # How a location label reaches the net (see above).
 
 
 class ConditionError(ProjcompError, ValueError):
@@ -220,7 +231,7 @@ class ConditionEncoder:
         gx = torch.exp(-0.5 * ((grid[None, :] - coords[0][:, None]) / self.map_sigma) ** 2)  # [B, R]
         gy = torch.exp(-0.5 * ((grid[None, :] - coords[1][:, None]) / self.map_sigma) ** 2)
         m = (gy[:, :, None] * gx[:, None, :] * present[:, None, None].float())[:, None]  # [B, 1, R, R]
-        if self.encoding == "map-color":
+        if self.encoding == "map-color" or (self.encoding == "map-local" and self.colors):
             # The one-hot colour part of the label (scaled by the unit-norm rule; zeros = any colour).
             onehot = (labels[:, self.loc_dim:self.loc_dim + len(self.colors)] > 1e-6).float()
             m = torch.cat([m, m * onehot[:, :, None, None]], dim=1)
@@ -232,15 +243,23 @@ class ConditionEncoder:
         palette size for "map-color")."""
         if self.type != "location" or self.encoding == "global":
             return 0
-        return 1 + (len(self.colors) if self.encoding == "map-color" else 0)
+        return 1 + (len(self.colors) if self.encoding in ("map-color", "map-local") else 0)
 
     def global_part(self, labels: torch.Tensor) -> torch.Tensor:
         """What the global label embedding hears: the labels, or for "map-only" the labels with the
-        location features zeroed but for the presence flag (the place then reaches the net only as the map)."""
-        if self.type != "location" or self.encoding != "map-only":
+        location features zeroed but for the presence flag (the place then reaches the net only as the map),
+        or for "map-local" the empty scene's label on every placed row (place and colour only as maps)."""
+        if self.type != "location" or self.encoding not in ("map-only", "map-local"):
             return labels
         out = labels.clone()
-        out[:, :4 * self.num_freqs] = 0
+        if self.encoding == "map-only":
+            out[:, :4 * self.num_freqs] = 0
+            return out
+        # map-local: every placed row (presence flag on) hears what the empty scene hears.
+        placed = labels[:, 4 * self.num_freqs] > 1e-6
+        same = torch.zeros(self.label_dim, dtype=out.dtype, device=out.device)
+        same[-1 if self.has_empty else 4 * self.num_freqs] = 1.0
+        out[placed] = same
         return out
 
     def without(self, labels: torch.Tensor, part: str) -> torch.Tensor:

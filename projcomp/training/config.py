@@ -136,7 +136,8 @@ _GROUPS: dict[str, list[Field]] = {
         _F("cond_encoding", "global", _str,
            "how a location label reaches the net: 'global' (label embedding only), 'map' (also a "
            "bump map as an input channel), 'map-color' (the bump also in one channel per colour) or "
-           "'map-only' (the map, and the global embedding no longer hears (x, y))",
+           "'map-only' (the map, and the global embedding no longer hears (x, y)) or 'map-local' (place "
+           "and colour only as maps; a placed label's global embedding is the empty scene's)",
            choices=ENCODINGS),
         _F("map_sigma", 1.5 / 32, _float, "width of the map's bump, in image widths (1.5 px at 32 x 32)"),
     ],
