@@ -123,6 +123,8 @@ class ConditionEncoder:
                 self.loc_dim = 2 * 2 * self.num_freqs + 1
                 self.label_dim = self.loc_dim + len(self.colors) + int(self.has_empty)
                 self.classes = list(self.colors)
+                # One channel per palette colour beside the bump ("map-color", "map-local" with colours).
+                self.color_maps = self.encoding in ("map-color", "map-local") and bool(self.colors)
             elif self.type in ("color", "class", "multihot"):
                 self.classes = list(schema.get("classes") or [])
                 if not self.classes:
@@ -231,7 +233,7 @@ class ConditionEncoder:
         gx = torch.exp(-0.5 * ((grid[None, :] - coords[0][:, None]) / self.map_sigma) ** 2)  # [B, R]
         gy = torch.exp(-0.5 * ((grid[None, :] - coords[1][:, None]) / self.map_sigma) ** 2)
         m = (gy[:, :, None] * gx[:, None, :] * present[:, None, None].float())[:, None]  # [B, 1, R, R]
-        if self.encoding == "map-color" or (self.encoding == "map-local" and self.colors):
+        if self.color_maps:
             # The one-hot colour part of the label (scaled by the unit-norm rule; zeros = any colour).
             onehot = (labels[:, self.loc_dim:self.loc_dim + len(self.colors)] > 1e-6).float()
             m = torch.cat([m, m * onehot[:, :, None, None]], dim=1)
@@ -240,10 +242,10 @@ class ConditionEncoder:
     @property
     def map_channels(self) -> int:
         """Extra input channels the network needs for this schema (1 for a location map, 1 + the
-        palette size for "map-color")."""
+        palette size with colour maps)."""
         if self.type != "location" or self.encoding == "global":
             return 0
-        return 1 + (len(self.colors) if self.encoding in ("map-color", "map-local") else 0)
+        return 1 + (len(self.colors) if self.color_maps else 0)
 
     def global_part(self, labels: torch.Tensor) -> torch.Tensor:
         """What the global label embedding hears: the labels, or for "map-only" the labels with the
@@ -255,11 +257,14 @@ class ConditionEncoder:
         if self.encoding == "map-only":
             out[:, :4 * self.num_freqs] = 0
             return out
-        # map-local: every placed row (presence flag on) hears what the empty scene hears.
+        # map-local: every placed row (presence flag on) hears what the empty scene hears, or
+        # without an "empty" label the presence flag alone.
         placed = labels[:, 4 * self.num_freqs] > 1e-6
-        same = torch.zeros(self.label_dim, dtype=out.dtype, device=out.device)
-        same[-1 if self.has_empty else 4 * self.num_freqs] = 1.0
-        out[placed] = same
+        if self.has_empty:
+            out[placed] = self.encode("empty").to(out)
+        else:
+            out[placed] = 0
+            out[placed, 4 * self.num_freqs] = 1.0
         return out
 
     def without(self, labels: torch.Tensor, part: str) -> torch.Tensor:

@@ -384,7 +384,8 @@ def compose_stream(zoo: Zoo, objs: Sequence[Obj], background: str, steps: int, s
             images = data
     verdicts, panels = {}, {}
     for s in settings:
-        verdicts[s] = [_judge(im, objs, setting_framing(zoo, s)) for im in images[s]]  # in the frame its nets draw
+        framing = setting_framing(zoo, s)  # judged in the frame its nets draw
+        verdicts[s] = [_judge(im, objs, framing) for im in images[s]]
         panels[s] = panel(images[s], objs, seeds, titles[s], size, upsampling, markers, verdicts[s])
     dt = time.perf_counter() - t0
     config = {"objects": [dataclasses.asdict(o) for o in objs], "background": background, "settings": list(settings),
