@@ -7,6 +7,8 @@
     python -m projcomp.evaluate rejudge --outdir out/fig3   (Table 1 again from saved samples)
     python -m projcomp.evaluate leak --checkpoint DIR [--scenes clutter] --outdir out/leak
                                         (|D_i - D_b| on the floor / at the other objects, per sigma)
+    python -m projcomp.evaluate response --checkpoint DIR --outdir out/resp
+                                        (how strongly the colour label moves D at its place, per sigma)
     ... --device cuda                    (fig3, fig5, leak: sample on a GPU; the same images per seed)
 
 Fig 3 / Table 1: for each setting and k, k locations are drawn by the CLEVR scene sampler
@@ -352,6 +354,73 @@ def leak(net, k: int = 4, location_sets: int = 4, images: int = 8, sigmas: Seque
     return rows
 
 
+RESPONSE_SIGMAS = (0.5, 1.0, 2.0, 5.0)
+RESPONSE_SCENE_SEED = 0xC0105  # response()'s renders: scene i of seed s is (this, s, i)
+
+
+def colour_response(net, scenes: int = 24, sigmas: Sequence[float] = RESPONSE_SIGMAS, radius_px: float = 1.6,
+                    seed: int = 0, framing: str = "centre") -> list:
+    """How strongly the colour label moves D where it asks for an object: the first thing a net
+    with a colour per object must learn, and what decides the colour of a single term's sample.
+
+    Renders `scenes` one-object scenes; each scene is also rendered with its object in every
+    palette colour (same shape, size, material, place, camera and lights). At each sigma the net
+    denoises x = x0 + sigma n (x0 the scene as drawn) once per asked colour, {"xy": object's place,
+    "color": c}, and the mean predicted chroma (RGB minus its grey mean, [-1, 1] units) in a disc
+    of `radius_px` around the place is read for each c. Reported per sigma:
+      response  the spread of that chroma over the asked colours (std over colours, mean over RGB);
+      data      the same spread for the renders themselves, averaged over scenes per colour first:
+                E[x0 | colour, place] -- what the exact denoiser predicts as sigma grows, so
+                gain = response / data is 1 for a net that has learnt the conditional at large sigma;
+      recovered the fraction of (scene, colour) pairs whose predicted chroma, taken relative to the
+                mean over asked colours and scaled by one factor per scene (least squares onto the
+                data's), lies nearest the asked colour's among the data's eight: is each asked colour
+                told apart from the others, whatever the response's strength."""
+    from .clevr.render import render
+    from .clevr.scene import sample_scene
+    colors = list(getattr(net.encoder, "colors", None) or [])
+    if not colors:
+        raise ValueError("checkpoint: this net has no colour per object (its condition schema has no 'colors')")
+    R = net.img_resolution
+    dev = next(net.parameters()).device
+    yy, xx = np.mgrid[0:R, 0:R] + 0.5
+    x0s, places, by_colour = [], [], []
+    for i in range(scenes):
+        sc = sample_scene([RESPONSE_SCENE_SEED, seed, i], 1, resolution=R, framing=framing)
+        ob = sc["objects"][0]
+        places.append((ob["pixel_coords"][0] / R, ob["pixel_coords"][1] / R))
+        x0s.append(render(sc, R))
+        by_colour.append([render({**sc, "objects": [{**ob, "color": c}]}, R) for c in colors])
+    disc = torch.from_numpy(np.stack([((xx - px * R) ** 2 + (yy - py * R) ** 2 <= radius_px ** 2)
+                                      for px, py in places]).astype(np.float32)).to(dev)  # [n, R, R]
+
+    def chroma(img, d):  # [..., 3, R, R] and a disc broadcastable to it -> mean chroma in the disc, [..., 3]
+        rgb = (img * d).sum((-2, -1)) / d.sum((-2, -1))
+        return rgb - rgb.mean(-1, keepdim=True)
+
+    ref = torch.stack([chroma(from_uint8(np.stack(v)).to(dev), disc[i]) for i, v in enumerate(by_colour)])  # [n, C, 3]
+    ref_mean = ref.mean(0)                                  # [C, 3]: E[chroma | colour] over scenes
+    data_spread = float(ref_mean.std(0).mean())
+    ref_dev = ref_mean - ref_mean.mean(0, keepdim=True)     # [C, 3]
+    labels = torch.stack([net.encode_cond({"xy": p, "color": c}) for p in places for c in colors]).to(dev)
+    x0 = from_uint8(np.stack(x0s)).to(dev)
+    g = torch.Generator().manual_seed(seed)
+    C, rows = len(colors), []
+    for sigma in sigmas:
+        x = x0 + sigma * torch.randn(x0.shape, generator=g).to(dev)
+        with torch.no_grad():
+            D = net(x.repeat_interleave(C, 0), torch.full((len(labels),), float(sigma), device=dev), labels)
+        ch = chroma(D.reshape(len(places), C, 3, R, R), disc[:, None, None])      # [n, C, 3]
+        spread = ch.std(1).mean(-1)                                             # [n]
+        dev_ = ch - ch.mean(1, keepdim=True)                                   # [n, C, 3]
+        scale = ((dev_ * ref_dev).sum((1, 2)) / (dev_ ** 2).sum((1, 2)).clamp_min(1e-12)).clamp_min(0)
+        dist = torch.cdist(scale[:, None, None] * dev_, ref_dev[None].expand(len(places), -1, -1))  # [n, C, C]
+        hit = dist.argmin(-1) == torch.arange(C, device=dev)                    # [n, C]
+        rows.append({"sigma": float(sigma), "response": float(spread.mean()), "data": data_spread,
+                     "gain": float(spread.mean()) / max(data_spread, 1e-12), "recovered": float(hit.float().mean())})
+    return rows
+
+
 def handcheck(outdir: str, n: int = 50, seed: int = 0, hand: Sequence[int] | None = None, log=print) -> dict:
     """Check the detector on GENERATED samples (it was tuned on clean renders): draw `n` images
     at random from a fig3 run's samples.npz, write them as a numbered sheet (handcheck.png) for a
@@ -601,12 +670,16 @@ def main(argv=None) -> int:
     pl.add_argument("--location-sets", type=int, default=4)
     pl.add_argument("--scenes", choices=["empty", "clutter"], default="empty",
                     help="noisy empty renders (default), or renders of 3-5 objects: then also |D_i - D_b| at the OTHER objects")
+    pc = sub.add_parser("response", help="how strongly the colour label moves D at the asked place, per noise level "
+                        "(gain 1 = the renders' own E[x0 | colour, place])")
+    pc.add_argument("--checkpoint", nargs="+", required=True, help="checkpoint folder(s) of a net with a colour per object")
+    pc.add_argument("--scenes", type=int, default=24, help="rendered one-object scenes")
     for p in list(sub.choices.values()):
         p.add_argument("--outdir", required=True)
         if p not in (pt, pr, ph):
             p.add_argument("--device", default="cpu", help="where the nets sample: cpu (default) or cuda; the noise "
                            "comes from per-seed CPU generators, so a seed gives the same image on either")
-        if p in (pt, pr, pl, ph):
+        if p in (pt, pr, pl, ph, pc):
             continue
         p.add_argument("--seeds", nargs="+", default=["0-7"])
         p.add_argument("--steps", type=int, default=32)
@@ -648,6 +721,21 @@ def main(argv=None) -> int:
                     rows.append({"checkpoint": os.path.basename(os.path.normpath(folder)),
                                  "images_seen": cfg.get("images_seen"), **r})
             _write_table(rows, args.outdir, "leak", "Leak |D_i - D_b| away from object i vs near it, per sigma")
+            for r in rows:
+                print(json.dumps(r))
+            return 0
+        if args.cmd == "response":
+            from .checkpoint import load
+            rows = []
+            for folder in args.checkpoint:
+                net = load(folder, channels_last=False, device=torch_device(args.device))
+                cfg = getattr(net, "config", {}) or {}
+                framing = (cfg.get("dataset") or {}).get("framing", "centre")
+                for r in colour_response(net, scenes=args.scenes, framing=framing):
+                    rows.append({"checkpoint": os.path.basename(os.path.normpath(folder)),
+                                 "images_seen": cfg.get("images_seen"), **r})
+            _write_table(rows, args.outdir, "response", "Colour response of D at the asked place, per sigma "
+                         "(gain = response / the renders' own spread)")
             for r in rows:
                 print(json.dumps(r))
             return 0

@@ -264,3 +264,46 @@ def test_leak_on_cluttered_scenes_measures_the_other_objects(object_zoo):
             assert abs(r.get("term_minus_background", 0)) < 1e-5
     with pytest.raises(ValueError, match="scenes"):
         leak(net, scenes="beach")
+
+
+def test_colour_response_tells_a_net_that_hears_the_colour_from_one_that_does_not(object_zoo):
+    from projcomp.checkpoint import load
+    from projcomp.clevr.world import CLEVR_COLORS, CLEVR_RGB
+    from projcomp.evaluate import colour_response
+
+    net = load(os.path.join(object_zoo, "clevr-object-16"), channels_last=False)
+    enc, R = net.encoder, 16
+
+    class Fake(torch.nn.Module):
+        """'painter' draws a disc of the asked palette colour at the asked place on a grey floor;
+        'deaf' returns its input whatever the label (it cannot hear the colour)."""
+        def __init__(self, mode):
+            super().__init__()
+            self.mode, self.img_resolution, self.encoder, self.w = mode, R, enc, torch.nn.Parameter(torch.zeros(1))
+        def encode_cond(self, c):
+            return enc.encode(c)
+        def forward(self, x, sigma, c):
+            if self.mode == "deaf":
+                return x
+            bump = enc.location_map(c, R)[:, :1]                                  # [B, 1, R, R]
+            disc = (bump >= bump.amax((2, 3), keepdim=True) * 0.3).float()
+            rgb = torch.tensor([CLEVR_RGB[name] for name in CLEVR_COLORS], dtype=torch.float32) / 127.5 - 1
+            col = rgb[c[:, enc.loc_dim:enc.loc_dim + len(CLEVR_COLORS)].argmax(1)]  # [B, 3]
+            return 0.2 * (1 - disc) + col[:, :, None, None] * disc
+
+    painter = colour_response(Fake("painter"), scenes=4, sigmas=[1.0, 5.0])
+    assert [r["sigma"] for r in painter] == [1.0, 5.0]
+    for r in painter:
+        assert r["recovered"] == 1.0 and r["gain"] > 0.5 and r["data"] > 0.05
+        assert r["gain"] == pytest.approx(r["response"] / r["data"])
+    deaf = colour_response(Fake("deaf"), scenes=4, sigmas=[1.0])[0]
+    assert deaf["response"] == 0 and deaf["gain"] == 0 and deaf["recovered"] <= 1 / len(CLEVR_COLORS)
+    assert deaf["data"] == painter[0]["data"]          # the same renders, whatever the net
+    real = colour_response(net, scenes=2, sigmas=[2.0])[0]
+    assert 0 < real["response"] and 0 <= real["recovered"] <= 1
+    class NoColours(Fake):
+        pass
+    blind = NoColours("deaf")
+    blind.encoder = type("E", (), {"colors": None})()
+    with pytest.raises(ValueError, match="no colour per object"):
+        colour_response(blind, scenes=2)
