@@ -27,7 +27,7 @@ from .files import atomic_write_json
 from .imageio import to_uint8
 from .experiments import SETTINGS, color_spec, random_locations, setting_framing, setting_spec
 from .zoo import Zoo, ZooError
-from .sampling import SamplingError, sample
+from .sampling import SamplingError, churn_settings, sample
 from .spec import CompositionSpec
 
 __all__ = ["prepare", "run_spec", "parse_seeds", "build_spec", "save_images", "main"]
@@ -101,6 +101,8 @@ def _build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--weights", nargs="+", type=float, help="one weight per term (default 1: the paper's operator)")
     ap.add_argument("--steps", type=int, help="sampler steps (default 32 Heun = 63 network calls)")
     ap.add_argument("--solver", choices=["heun", "euler"], help="ODE solver")
+    ap.add_argument("--churn", type=float, help="S_churn of EDM's stochastic sampler (Alg. 2; churn for sigma in "
+                    "[0.05, 50]); 0 = the deterministic ODE")
     ap.add_argument("--seeds", nargs="+", default=["0-3"], help="seeds, e.g. 0-7 or 1,4,9")
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the network")
     ap.add_argument("--resolution", type=int, help="pick checkpoints of this resolution")
@@ -118,6 +120,10 @@ def build_spec(args, zoo: Zoo) -> CompositionSpec:
         sampler["solver"] = args.solver
     if args.bf16:
         sampler["dtype"] = "bfloat16"
+    if args.churn is not None:
+        if not args.churn >= 0:
+            raise CompositionError(f"churn: {args.churn!r} must be >= 0")
+        sampler.update(churn_settings(args.churn) or {"S_churn": 0.0})
     seeds = parse_seeds(args.seeds)
     if args.spec:
         if args.setting or args.colors or args.locations or args.k is not None:

@@ -80,6 +80,18 @@ def test_sample_cli_writes_pngs_and_spec(tiny_zoo_dir, tmp_path):
     assert np.array_equal(np.asarray(Image.open(out / "seed0001.png")), np.asarray(Image.open(tmp_path / "again" / "seed0001.png")))
 
 
+def test_churn_runs_edms_stochastic_sampler_reproducibly(tiny_zoo_dir, tmp_path):
+    base = ["--checkpoints", tiny_zoo_dir, "--setting", "A", "--locations", "0.3,0.5", "--seeds", "0-1", "--steps", "4"]
+    for name, extra in (("ode", []), ("churn", ["--churn", "40"]), ("again", ["--churn", "40"])):
+        assert sample_main([*base, *extra, "--outdir", str(tmp_path / name)]) == 0
+    spec = json.loads((tmp_path / "churn" / "spec.json").read_text())["sampler"]
+    assert spec["S_churn"] == 40 and spec["S_min"] == 0.05 and spec["S_max"] == 50 and spec["S_noise"] == 1.003
+    assert json.loads((tmp_path / "ode" / "spec.json").read_text())["sampler"]["S_churn"] == 0
+    img = {n: np.asarray(Image.open(tmp_path / n / "seed0001.png")) for n in ("ode", "churn", "again")}
+    assert (img["ode"] != img["churn"]).any()             # fresh noise was injected
+    assert np.array_equal(img["churn"], img["again"])      # from the seed's own generator: reproducible
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--setting", "A", "--locations", "0.3,nope"], "locations"),
     (["--setting", "A", "--k", "11"], "k: 11"),
@@ -87,6 +99,7 @@ def test_sample_cli_writes_pngs_and_spec(tiny_zoo_dir, tmp_path):
     (["--setting", "A", "--k", "2", "--steps", "0"], "num_steps"),
     (["--colors", "yellow", "octarine"], "octarine"),
     (["--setting", "A"], "locations"),
+    (["--setting", "A", "--k", "2", "--churn", "-1"], "churn: -1"),
 ])
 def test_sample_cli_bad_input_is_one_line(tiny_zoo_dir, tmp_path, args, needle):
     r = subprocess.run([sys.executable, "-m", "projcomp.generate", "--checkpoints", tiny_zoo_dir, "--outdir", str(tmp_path / "x"), *args],
