@@ -9,7 +9,7 @@
                                         (|D_i - D_b| on the floor / at the other objects, per sigma)
     python -m projcomp.evaluate response --checkpoint DIR --outdir out/resp
                                         (how strongly the colour label moves D at its place, per sigma)
-    ... --device cuda                    (fig3, fig5, leak: sample on a GPU; the same images per seed)
+    ... --device cuda                    (fig3, fig5, leak, response: on a GPU; the same images per seed)
 
 Fig 3 / Table 1: for each setting and k, k locations are drawn by the CLEVR scene sampler
 (`--location-sets` sets per k) and each set is sampled with the listed seeds, the same seeds in
@@ -389,8 +389,8 @@ def colour_response(net, scenes: int = 24, sigmas: Sequence[float] = RESPONSE_SI
         sc = sample_scene([RESPONSE_SCENE_SEED, seed, i], 1, resolution=R, framing=framing)
         ob = sc["objects"][0]
         places.append((ob["pixel_coords"][0] / R, ob["pixel_coords"][1] / R))
-        x0s.append(render(sc, R))
         by_colour.append([render({**sc, "objects": [{**ob, "color": c}]}, R) for c in colors])
+        x0s.append(by_colour[-1][colors.index(ob["color"])] if ob["color"] in colors else render(sc, R))
     disc = torch.from_numpy(np.stack([((xx - px * R) ** 2 + (yy - py * R) ** 2 <= radius_px ** 2)
                                       for px, py in places]).astype(np.float32)).to(dev)  # [n, R, R]
 
@@ -398,14 +398,16 @@ def colour_response(net, scenes: int = 24, sigmas: Sequence[float] = RESPONSE_SI
         rgb = (img * d).sum((-2, -1)) / d.sum((-2, -1))
         return rgb - rgb.mean(-1, keepdim=True)
 
-    ref = torch.stack([chroma(from_uint8(np.stack(v)).to(dev), disc[i]) for i, v in enumerate(by_colour)])  # [n, C, 3]
+    C = len(colors)
+    renders = from_uint8(np.stack(by_colour).reshape(-1, R, R, 3)).to(dev).reshape(scenes, C, 3, R, R)
+    ref = chroma(renders, disc[:, None, None])              # [n, C, 3]
     ref_mean = ref.mean(0)                                  # [C, 3]: E[chroma | colour] over scenes
     data_spread = float(ref_mean.std(0).mean())
     ref_dev = ref_mean - ref_mean.mean(0, keepdim=True)     # [C, 3]
     labels = torch.stack([net.encode_cond({"xy": p, "color": c}) for p in places for c in colors]).to(dev)
     x0 = from_uint8(np.stack(x0s)).to(dev)
     g = torch.Generator().manual_seed(seed)
-    C, rows = len(colors), []
+    rows = []
     for sigma in sigmas:
         x = x0 + sigma * torch.randn(x0.shape, generator=g).to(dev)
         with torch.no_grad():
@@ -637,6 +639,20 @@ def _portable(config: dict) -> dict:
     return {k: fix(v) for k, v in config.items()}
 
 
+def _per_checkpoint(folders: Sequence[str], device, measure) -> list:
+    """`measure(net, framing)` rows for each checkpoint folder, each row tagged with the folder's
+    name and images seen; every net is read in the framing it was trained on."""
+    from .checkpoint import load
+    rows = []
+    for folder in folders:
+        net = load(folder, channels_last=False, device=device)
+        cfg = getattr(net, "config", {}) or {}
+        framing = (cfg.get("dataset") or {}).get("framing", "centre")
+        rows += [{"checkpoint": os.path.basename(os.path.normpath(folder)), "images_seen": cfg.get("images_seen"), **r}
+                 for r in measure(net, framing)]
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m projcomp.evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -711,33 +727,16 @@ def main(argv=None) -> int:
             r = handcheck(args.outdir, args.n, args.seed, args.hand)
             print(json.dumps({k: v for k, v in r.items() if k != "images"}))
             return 0
-        if args.cmd == "leak":
-            from .checkpoint import load
-            rows = []
-            device = torch_device(args.device)
-            for folder in args.checkpoint:
-                net = load(folder, channels_last=False, device=device)
-                cfg = getattr(net, "config", {}) or {}
-                framing = (cfg.get("dataset") or {}).get("framing", "centre")  # render in the frame it was trained on
-                for r in leak(net, k=args.k, location_sets=args.location_sets, scenes=args.scenes, framing=framing):
-                    rows.append({"checkpoint": os.path.basename(os.path.normpath(folder)),
-                                 "images_seen": cfg.get("images_seen"), **r})
-            _write_table(rows, args.outdir, "leak", "Leak |D_i - D_b| away from object i vs near it, per sigma")
-            for r in rows:
-                print(json.dumps(r))
-            return 0
-        if args.cmd == "response":
-            from .checkpoint import load
-            rows = []
-            for folder in args.checkpoint:
-                net = load(folder, channels_last=False, device=torch_device(args.device))
-                cfg = getattr(net, "config", {}) or {}
-                framing = (cfg.get("dataset") or {}).get("framing", "centre")
-                for r in colour_response(net, scenes=args.scenes, framing=framing):
-                    rows.append({"checkpoint": os.path.basename(os.path.normpath(folder)),
-                                 "images_seen": cfg.get("images_seen"), **r})
-            _write_table(rows, args.outdir, "response", "Colour response of D at the asked place, per sigma "
-                         "(gain = response / the renders' own spread)")
+        if args.cmd in ("leak", "response"):
+            if args.cmd == "leak":
+                measure, title = (lambda net, framing: leak(net, k=args.k, location_sets=args.location_sets,
+                                                            scenes=args.scenes, framing=framing),
+                                  "Leak |D_i - D_b| away from object i vs near it, per sigma")
+            else:
+                measure, title = (lambda net, framing: colour_response(net, scenes=args.scenes, framing=framing),
+                                  "Colour response of D at the asked place, per sigma (gain = response / the renders' own spread)")
+            rows = _per_checkpoint(args.checkpoint, torch_device(args.device), measure)
+            _write_table(rows, args.outdir, args.cmd, title)
             for r in rows:
                 print(json.dumps(r))
             return 0

@@ -121,9 +121,7 @@ def build_spec(args, zoo: Zoo) -> CompositionSpec:
     if args.bf16:
         sampler["dtype"] = "bfloat16"
     if args.churn is not None:
-        if not args.churn >= 0:
-            raise CompositionError(f"churn: {args.churn!r} must be >= 0")
-        sampler.update(churn_settings(args.churn) or {"S_churn": 0.0})
+        sampler.update(churn_settings(args.churn))
     seeds = parse_seeds(args.seeds)
     if args.spec:
         if args.setting or args.colors or args.locations or args.k is not None:

@@ -64,8 +64,9 @@ EDM_CHURN = {"S_min": 0.05, "S_max": 50.0, "S_noise": 1.003}
 
 
 def churn_settings(S_churn: float) -> dict:
-    """Sampler settings for EDM's stochastic sampler with this S_churn ({} for 0: the ODE)."""
-    return {"S_churn": float(S_churn), **EDM_CHURN} if S_churn else {}
+    """Sampler settings for EDM's stochastic sampler with this S_churn (0: the ODE). Checked where
+    every sampler setting is, by SamplerConfig.validate."""
+    return {"S_churn": float(S_churn), **EDM_CHURN} if S_churn else {"S_churn": 0.0}
 
 
 @dataclasses.dataclass

@@ -301,9 +301,7 @@ def test_colour_response_tells_a_net_that_hears_the_colour_from_one_that_does_no
     assert deaf["data"] == painter[0]["data"]          # the same renders, whatever the net
     real = colour_response(net, scenes=2, sigmas=[2.0])[0]
     assert 0 < real["response"] and 0 <= real["recovered"] <= 1
-    class NoColours(Fake):
-        pass
-    blind = NoColours("deaf")
+    blind = Fake("deaf")
     blind.encoder = type("E", (), {"colors": None})()
     with pytest.raises(ValueError, match="no colour per object"):
         colour_response(blind, scenes=2)
