@@ -254,3 +254,52 @@ def test_a_run_can_be_shortened_midway_before_averaging(data16, tmp_path):
     run_ok(base + ["--duration", "256", "--outdir", str(cut0)])
     c = weights(cut0 / "checkpoint")
     assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_place_weight_is_the_labels_bump_and_reaches_the_gradient(data16, tmp_path):
+    """--place-weight: the per-pixel loss weight is 1 + w * bump at the label's place (mean 1 per
+    image, exactly 1 for labels without a place), it changes the update, and states written before
+    the option existed still resume (they ran with its default, 0)."""
+    from projcomp.clevr.datasets import make_dataset
+    from projcomp.training import state as S
+
+    cfg = T.resolve_config("tiny", {"place_weight": 20, "duration": 16, "label_dropout": 0.5, "avg_last": 0,
+                                    "state_every": 16, "rampup": 0})
+    tr = T.Trainer(cfg, data16, str(tmp_path / "pw"), progress=False)
+    _, labels, _, _ = tr._micro_batch(0, 48)
+    w = tr._pixel_weight(labels)
+    assert w.shape == (48, 1, 16, 16) and torch.allclose(w.mean(dim=(2, 3)), torch.ones(48, 1))
+    null = labels.abs().sum(1) == 0
+    assert 5 < int(null.sum()) < 43
+    assert torch.equal(w[null], torch.ones_like(w[null]))
+    # placed rows peak where the network's own location map peaks, ~(1 + w) times the floor
+    where = tr.encoder.location_map(labels[~null], 16)[:, 0].flatten(1).argmax(1)
+    assert torch.equal(w[~null, 0].flatten(1).argmax(1), where)
+    ratio = w[~null].flatten(1).max(1).values / w[~null].flatten(1).min(1).values
+    assert bool((ratio > 8).all()) and bool((ratio < 21).all())
+    # The weight reaches the loss: one update with and without it moves the weights differently.
+    tr.run()
+    off = T.Trainer(T.resolve_config("tiny", {**{k: cfg[k] for k in ("duration", "label_dropout", "avg_last",
+                                                                     "state_every", "rampup")}}),
+                    data16, str(tmp_path / "off"), progress=False)
+    off.run()
+    a, b = weights(tmp_path / "pw" / "checkpoint"), weights(tmp_path / "off" / "checkpoint")
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    # A state from before the option resumes under the default, and is refused with a weight.
+    path = str(tmp_path / "off" / f"training-state-{16:012d}.safetensors")
+    tensors, info = S.read_state(path, off.cfg)
+    for k in ("place_weight", "place_weight_sigma"):
+        del info["config"][k]
+    S.write_state(path, tensors, info)
+    S.read_state(path, off.cfg)
+    with pytest.raises(T.TrainError, match="place_weight"):
+        S.read_state(path, cfg)
+    # Bad values and data without places: one message naming the option.
+    with pytest.raises(T.TrainError, match="--place-weight -1"):
+        T.resolve_config("tiny", {"place_weight": "-1"})
+    with pytest.raises(T.TrainError, match="--place-weight-sigma"):
+        T.resolve_config("tiny", {"place_weight_sigma": "0"})
+    empty = str(tmp_path / "empty.zip")
+    make_dataset("empty", 4, 16, empty, seed=0, workers=1, progress=False)
+    with pytest.raises(T.TrainError, match="--place-weight: .*no location labels"):
+        T.Trainer(T.resolve_config("tiny", {"place_weight": 5}), empty, str(tmp_path / "e"), progress=False)

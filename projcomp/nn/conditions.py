@@ -211,9 +211,10 @@ class ConditionEncoder:
         v[self.loc_dim + self._class_index(color)] = 1.0
         return v / v.norm()
 
-    def location_map(self, labels: torch.Tensor, resolution: int) -> torch.Tensor:
+    def location_map(self, labels: torch.Tensor, resolution: int, sigma: Optional[float] = None) -> torch.Tensor:
         """Label vectors [B, label_dim] -> location maps [B, map_channels, R, R]: the bump (the "map"
-        encoding), then for "map-color" the bump once more in the asked colour's channel.
+        encoding), then for "map-color" the bump once more in the asked colour's channel. `sigma`
+        (image widths) overrides the schema's `map_sigma` (the training loss's place weight uses it).
 
         (x, y) is read back from the k = 0 (cos, sin) pair (x = atan2(sin, cos) / pi, which is
         exact on the accepted range [-0.25, 1.25]); rows without the presence flag (null label,
@@ -229,9 +230,10 @@ class ConditionEncoder:
             c, s_ = labels[:, 2 * K * j], labels[:, 2 * K * j + 1]
             t = torch.atan2(s_, c) / math.pi
             coords.append(torch.where(t < -0.5, t + 2, t))
+        width = self.map_sigma if sigma is None else float(sigma)
         grid = (torch.arange(resolution, device=labels.device, dtype=torch.float32) + 0.5) / resolution
-        gx = torch.exp(-0.5 * ((grid[None, :] - coords[0][:, None]) / self.map_sigma) ** 2)  # [B, R]
-        gy = torch.exp(-0.5 * ((grid[None, :] - coords[1][:, None]) / self.map_sigma) ** 2)
+        gx = torch.exp(-0.5 * ((grid[None, :] - coords[0][:, None]) / width) ** 2)  # [B, R]
+        gy = torch.exp(-0.5 * ((grid[None, :] - coords[1][:, None]) / width) ** 2)
         m = (gy[:, :, None] * gx[:, None, :] * present[:, None, None].float())[:, None]  # [B, 1, R, R]
         if self.color_maps:
             # The one-hot colour part of the label (scaled by the unit-norm rule; zeros = any colour).

@@ -131,6 +131,10 @@ _GROUPS: dict[str, list[Field]] = {
            "colour-per-object labels: probability of dropping the colour (-> any object at xy)"),
         _F("location_dropout", 0.0, _float,
            "... else probability of dropping the place (-> an object of colour c anywhere)"),
+        _F("place_weight", 0.0, _float,
+           "location labels: per-pixel loss weight 1 + w * bump around the labelled place, normalised "
+           "to mean 1 per image; a function of the label only, so the optimum D is unchanged; 0 = uniform"),
+        _F("place_weight_sigma", 2 / 32, _float, "width of that bump, in image widths (2 px at 32 x 32)"),
     ],
     "condition encoding (projcomp.nn.conditions; docs/design.md)": [
         _F("cond_encoding", "global", _str,
@@ -325,6 +329,10 @@ def _validate(cfg: dict) -> None:
             raise TrainError(f"{FIELDS[k].flag} {cfg[k]}: must be in [0, 1)")
     if not (math.isfinite(cfg["map_sigma"]) and cfg["map_sigma"] > 0):
         raise TrainError(f"--map-sigma {cfg['map_sigma']}: must be a positive width in image units")
+    if not (math.isfinite(cfg["place_weight"]) and cfg["place_weight"] >= 0):
+        raise TrainError(f"--place-weight {cfg['place_weight']}: must be >= 0")
+    if not (math.isfinite(cfg["place_weight_sigma"]) and cfg["place_weight_sigma"] > 0):
+        raise TrainError(f"--place-weight-sigma {cfg['place_weight_sigma']}: must be a positive width in image units")
     if cfg["avg_last"] < 0:
         raise TrainError(f"--avg-last {cfg['avg_last']}: must be >= 0")
     for k in ("status_every", "state_every"):

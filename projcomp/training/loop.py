@@ -88,18 +88,24 @@ class DataOrder:
 # EDM2 loss with learned uncertainty (EDM2 Eq. 21): per pixel
 #     weight(sigma) / exp(u(sigma)) * (D(y + n; sigma) - y)^2 + u(sigma),
 # weight = (sigma^2 + sigma_data^2) / (sigma * sigma_data)^2, ln sigma ~ N(P_mean, P_std^2).
+# An optional per-pixel weight w(label, pixel) multiplies the squared error. As it depends on the
+# label only (never on x0), for each label, sigma and pixel it is a constant factor, and the
+# minimiser stays E[x0 | x_t, label]: the optimum denoiser, hence Def 5.1, is unchanged; only
+# which pixels the finite-budget gradient listens to moves (`place_weight`).
 
 class EDM2Loss:
     def __init__(self, P_mean: float = -0.8, P_std: float = 1.6, sigma_data: float = 0.5):
         self.P_mean, self.P_std, self.sigma_data = P_mean, P_std, sigma_data
 
     def __call__(self, net, images: torch.Tensor, labels: Optional[torch.Tensor], rnd_normal: torch.Tensor,
-                 noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                 noise: torch.Tensor, pixel_weight: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, raw) per pixel; raw is the unweighted lambda(sigma) * squared error (the stats' loss_raw)."""
         sigma = (rnd_normal * self.P_std + self.P_mean).exp().reshape(-1, 1, 1, 1)
         weight = (sigma ** 2 + self.sigma_data ** 2) / (sigma * self.sigma_data) ** 2
         D, logvar = net(images + noise * sigma, sigma.flatten(), labels, return_logvar=True)
         raw = weight * (D - images) ** 2
-        loss = raw / logvar.exp() + logvar
+        fit = raw if pixel_weight is None else raw * pixel_weight
+        loss = fit / logvar.exp() + logvar
         return loss, raw
 
 #----------------------------------------------------------------------------
@@ -116,11 +122,12 @@ def prepare_for_training(net: torch.nn.Module) -> torch.nn.Module:
 
 
 def forward_backward(net, loss_fn: EDM2Loss, x: torch.Tensor, labels: Optional[torch.Tensor], rnd_normal: torch.Tensor,
-                     noise: torch.Tensor, scale: float, autocast=None) -> tuple[torch.Tensor, torch.Tensor]:
+                     noise: torch.Tensor, scale: float, autocast=None,
+                     pixel_weight: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss of one micro-batch (forward under `autocast`, if given) and its gradient, accumulated
     into .grad: d(scale * sum(loss))."""
     with autocast if autocast is not None else contextlib.nullcontext():
-        loss, raw = loss_fn(net, x, labels, rnd_normal, noise)
+        loss, raw = loss_fn(net, x, labels, rnd_normal, noise, pixel_weight=pixel_weight)
     loss.sum().mul(scale).backward()
     return loss, raw
 
@@ -232,6 +239,9 @@ class Trainer:
                 raise TrainError(f"--cond-encoding {enc}: {self.data} has no location labels (condition "
                                  f"{self.condition!r}); the map encodes a place")
             self.condition = {**self.condition, "encoding": enc, "map_sigma": float(self.cfg["map_sigma"])}
+        if self.cfg["place_weight"] > 0 and (self.condition or {}).get("type") != "location":
+            raise TrainError(f"--place-weight: {self.data} has no location labels (condition {self.condition!r}); "
+                             f"the weight is placed around the labelled place")
         if (self.cfg["color_dropout"] or self.cfg["location_dropout"]) and not (self.condition or {}).get("colors"):
             raise TrainError(f"--color-dropout / --location-dropout: {self.data} has no colour-per-object labels "
                              f"(dataset preset object-empty has)")
@@ -278,6 +288,15 @@ class Trainer:
             if self.cfg["label_dropout"] > 0:
                 labels = labels * torch.cat(keep).to(self.device, torch.float32)[:, None]
         return x, labels, rnd_normal, noise
+
+    def _pixel_weight(self, labels: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """[B, 1, R, R] loss weight 1 + place_weight * bump at each label's place (after dropout:
+        a label without a place gets 1 everywhere), normalised to mean 1 per image; None if off."""
+        if self.cfg["place_weight"] <= 0 or labels is None:
+            return None
+        bump = self.encoder.location_map(labels, self.cfg["resolution"], sigma=self.cfg["place_weight_sigma"])[:, :1]
+        w = 1 + self.cfg["place_weight"] * bump
+        return w / w.mean(dim=(2, 3), keepdim=True)
 
     #------------------------------------------------------------------
     # State and checkpoints (formats in state.py).
@@ -384,7 +403,8 @@ class Trainer:
                     # Sum over pixels and images / per-process batch; DDP averages over processes,
                     # so the gradient is the per-image sum averaged over the global batch (EDM2).
                     loss, raw = forward_backward(ddp, self.loss_fn, x, labels, rnd_normal, noise,
-                                                 scale=1.0 / self.batch_rank, autocast=autocast)
+                                                 scale=1.0 / self.batch_rank, autocast=autocast,
+                                                 pixel_weight=self._pixel_weight(labels))
                 acc["loss"] += float(loss.detach().mean(dim=(1, 2, 3)).sum())
                 acc["raw"] += float(raw.detach().mean(dim=(1, 2, 3)).sum())
                 acc["n"] += self.batch_gpu

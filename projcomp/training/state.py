@@ -22,7 +22,7 @@ import torch
 
 from .. import checkpoint as ckpt
 from ..nn import normalize_weights_
-from .config import RESUME_END_KEYS, RESUME_SAFE_KEYS, TrainError
+from .config import DEFAULTS, RESUME_END_KEYS, RESUME_SAFE_KEYS, TrainError
 
 __all__ = ["STATE_RE", "state_path", "find_latest_state", "state_tensors", "write_state", "read_state",
            "restore_state", "prune_states", "save_checkpoint", "warm_start"]
@@ -77,7 +77,9 @@ def read_state(path: str, cfg: dict) -> tuple[dict, dict]:
     except (KeyError, json.JSONDecodeError):
         raise ckpt.CheckpointError(f"{path}: not a projcomp training state (no 'projcomp_state' metadata)") from None
     old = info["config"]
-    diff = sorted(k for k in set(old) | set(cfg) if k not in RESUME_SAFE_KEYS and old.get(k) != cfg.get(k))
+    # A key the state does not name was added after it was written: it ran with the default.
+    diff = sorted(k for k in set(old) | set(cfg)
+                  if k not in RESUME_SAFE_KEYS and old.get(k, DEFAULTS.get(k)) != cfg.get(k, DEFAULTS.get(k)))
     if diff and set(diff) <= RESUME_END_KEYS and _end_may_move(old, cfg, info):
         diff = []
     if diff:
