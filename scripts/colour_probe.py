@@ -20,6 +20,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from projcomp.clevr.world import CLEVR_COLORS  # noqa: E402
+from projcomp.errors import ProjcompError  # noqa: E402
 from projcomp.evaluate import judge_locations  # noqa: E402
 from projcomp.experiments import setting_spec  # noqa: E402
 from projcomp.generate import run_spec  # noqa: E402
@@ -58,4 +59,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ProjcompError as e:  # a bad folder, a net without colours: one line, no traceback
+        sys.exit(f"error: {e}")
