@@ -46,9 +46,10 @@ def main() -> None:
                                 sampler={"num_steps": args.steps})
             imgs = to_uint8(run_spec(spec, zoo, batch=args.seeds))
             R = imgs.shape[1]
-            found[f"{xy[0]},{xy[1]}/{c}"] = [judge_locations(im, [xy], colors=[c])["colors_at_hits"][0] for im in imgs]
+            key = f"{xy[0]},{xy[1]}/{c}"
+            found[key] = [judge_locations(im, [xy], colors=[c])["colors_at_hits"][0] for im in imgs]
             cells[(xy, c)] = np.concatenate(list(imgs), axis=1)
-            print(xy, c, found[f"{xy[0]},{xy[1]}/{c}"], flush=True)
+            print(key, found[key], flush=True)
     gap = np.full((R, 4, 3), 255, np.uint8)
     grid = np.concatenate([np.concatenate([cells[(PLACES[0], c)], gap, cells[(PLACES[1], c)]], axis=1)
                            for c in CLEVR_COLORS], axis=0)

@@ -279,9 +279,8 @@ def test_place_weight_is_the_labels_bump_and_reaches_the_gradient(data16, tmp_pa
     assert bool((ratio > 8).all()) and bool((ratio < 21).all())
     # The weight reaches the loss: one update with and without it moves the weights differently.
     tr.run()
-    off = T.Trainer(T.resolve_config("tiny", {**{k: cfg[k] for k in ("duration", "label_dropout", "avg_last",
-                                                                     "state_every", "rampup")}}),
-                    data16, str(tmp_path / "off"), progress=False)
+    same = {k: cfg[k] for k in ("duration", "label_dropout", "avg_last", "state_every", "rampup")}
+    off = T.Trainer(T.resolve_config("tiny", same), data16, str(tmp_path / "off"), progress=False)
     off.run()
     a, b = weights(tmp_path / "pw" / "checkpoint"), weights(tmp_path / "off" / "checkpoint")
     assert any(not torch.equal(a[k], b[k]) for k in a)

@@ -327,12 +327,11 @@ def _validate(cfg: dict) -> None:
     for k in ("label_dropout", "color_dropout", "location_dropout"):
         if not 0 <= cfg[k] < 1:
             raise TrainError(f"{FIELDS[k].flag} {cfg[k]}: must be in [0, 1)")
-    if not (math.isfinite(cfg["map_sigma"]) and cfg["map_sigma"] > 0):
-        raise TrainError(f"--map-sigma {cfg['map_sigma']}: must be a positive width in image units")
+    for k in ("map_sigma", "place_weight_sigma"):
+        if not (math.isfinite(cfg[k]) and cfg[k] > 0):
+            raise TrainError(f"{FIELDS[k].flag} {cfg[k]}: must be a positive width in image units")
     if not (math.isfinite(cfg["place_weight"]) and cfg["place_weight"] >= 0):
         raise TrainError(f"--place-weight {cfg['place_weight']}: must be >= 0")
-    if not (math.isfinite(cfg["place_weight_sigma"]) and cfg["place_weight_sigma"] > 0):
-        raise TrainError(f"--place-weight-sigma {cfg['place_weight_sigma']}: must be a positive width in image units")
     if cfg["avg_last"] < 0:
         raise TrainError(f"--avg-last {cfg['avg_last']}: must be >= 0")
     for k in ("status_every", "state_every"):
