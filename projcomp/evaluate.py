@@ -151,11 +151,12 @@ def random_colors(k: int, location_set: int) -> list:
 
 def fig3(zoo: Zoo, settings: Sequence[str], ks: Sequence[int], seeds: Sequence[int], outdir: str,
          location_sets: int = 1, sampler: dict | None = None, resolution: int | None = None, batch: int = 16,
-         weight: float = 1.0, colors: str | None = None, log=print) -> list:
+         weight: float = 1.0, colors: str | None = None, color_guidance: float = 1.0, log=print) -> list:
     """Fig 3 A/B/C and Table 1: detector counts per setting and k. `weight` is every term's w_i
     (1 = Def 5.1 as the paper uses it; w > 1 sharpens each p_i, CFG-style, and is not projective).
     colors='random' asks each place for a colour (nets with a colour per object; setting C's
-    clutter net has none, so C keeps 'any colour') and scores the colour found at each hit."""
+    clutter net has none, so C keeps 'any colour') and scores the colour found at each hit;
+    color_guidance g > 1 guides each asked colour inside its term (experiments.setting_spec)."""
     from PIL import Image
 
     os.makedirs(outdir, exist_ok=True)
@@ -175,7 +176,7 @@ def fig3(zoo: Zoo, settings: Sequence[str], ks: Sequence[int], seeds: Sequence[i
                                            .get("condition") or {}).get("colors"):
                     cols = random_colors(k, j)
                 spec = setting_spec(zoo, setting, locs, seeds, weights=[weight] * k, sampler=sampler, resolution=resolution,
-                                    colors=cols)
+                                    colors=cols, color_guidance=color_guidance)
                 t0 = time.perf_counter()
                 imgs = to_uint8(run_spec(spec, zoo, batch=batch))
                 dt = time.perf_counter() - t0
@@ -666,6 +667,9 @@ def main(argv=None) -> int:
         p.add_argument("--colors", choices=["any", "random"], default="any",
                        help="'random': ask each place for a random colour (nets with a colour per object) and "
                             "score the colour detected at each hit")
+        p.add_argument("--color-guidance", type=float, default=1.0,
+                       help="with --colors random: each term D_xy + g (D_xyc - D_xy), classifier-free guidance of "
+                            "the colour inside the term (1 = the plain colour term)")
     p5 = sub.add_parser("fig5", help="Fig 5 colour composition + per-channel histograms + exact-score toy")
     p5.add_argument("--base", default="yellow")
     p5.add_argument("--background", default="auto", choices=["auto", "empty", "null"],
@@ -749,7 +753,8 @@ def main(argv=None) -> int:
         if args.cmd in ("fig3", "table1"):
             ks = parse_seeds(args.k)
             rows = fig3(zoo, args.settings, ks, seeds, args.outdir, args.location_sets, sampler, args.resolution, args.batch,
-                        weight=args.weight, colors=None if args.colors == "any" else args.colors)
+                        weight=args.weight, colors=None if args.colors == "any" else args.colors,
+                        color_guidance=args.color_guidance)
         else:
             rows = fig5(zoo, seeds, args.outdir, args.base, sampler, args.resolution, args.batch, background=args.background,
                         toy_seeds=args.toy_seeds, stats_n=args.stats_scenes, grid_cols=args.grid_cols)

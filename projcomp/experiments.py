@@ -39,12 +39,20 @@ SETTINGS = {
 
 def setting_spec(zoo: Zoo, setting: str, locations: Sequence, seeds: Sequence[int],
                  weights: Optional[Sequence[float]] = None, sampler: Optional[dict] = None,
-                 resolution: Optional[int] = None, colors: Optional[Sequence[Optional[str]]] = None) -> CompositionSpec:
+                 resolution: Optional[int] = None, colors: Optional[Sequence[Optional[str]]] = None,
+                 color_guidance: float = 1.0) -> CompositionSpec:
     """Fig 3 setting A/B/C as a spec: one term per (x, y) location in [0, 1] image coordinates.
 
     colors: one colour name (or None = any colour) per location, for a net with a colour per
     object (condition schema "colors", preset object-empty); each term is then
-    {"xy": (x, y), "color": c}: "an object of colour c at (x, y)"."""
+    {"xy": (x, y), "color": c}: "an object of colour c at (x, y)".
+
+    color_guidance g (classifier-free guidance of the colour *inside* each term): the term of a
+    coloured place becomes D_xy + g (D_xyc − D_xy), i.e. p(x | xy) · (p(x | xy, c) / p(x | xy))^g,
+    which sharpens p(c | x, xy) without touching where the object is. Def 5.1 is affine in the
+    D's, so it is written as two terms of the same net: {"xy", "color"} with weight g·w_i and
+    {"xy"} with weight (1 − g)·w_i (their sum of weights is w_i; the background enters as usual).
+    g = 1 is the plain colour term. Places without a colour are unaffected."""
     if setting not in SETTINGS:
         raise CompositionError(f"setting: {setting!r} is not one of {sorted(SETTINGS)}")
     s = SETTINGS[setting]
@@ -66,6 +74,9 @@ def setting_spec(zoo: Zoo, setting: str, locations: Sequence, seeds: Sequence[in
     colors = [None] * len(locations) if colors is None else list(colors)
     if len(colors) != len(locations):
         raise CompositionError(f"colors: {len(colors)} colours for {len(locations)} locations")
+    g = float(color_guidance)
+    if not math.isfinite(g):
+        raise CompositionError(f"color_guidance: {color_guidance!r} is not a finite number")
     palette = (zoo.entries[term_model].get("condition") or {}).get("colors") or []
     conds = []
     for i, (xy, c) in enumerate(zip(locations, colors)):
@@ -77,11 +88,18 @@ def setting_spec(zoo: Zoo, setting: str, locations: Sequence, seeds: Sequence[in
             raise CompositionError(f"colors[{i}]: {c!r} is not one of {palette}")
         else:
             conds.append({"xy": xy, "color": c})
+    terms = []
+    for xy, c, cond, w in zip(locations, colors, conds, weights):
+        name = (f"{c} object" if c else "object") + f" at ({xy[0]:.2f}, {xy[1]:.2f})"
+        if c is None or g == 1.0:
+            terms.append({"model": term_model, "cond": cond, "weight": w, "name": name})
+        else:   # D_xy + g (D_xyc - D_xy) as two terms of Def 5.1 (docstring)
+            terms.append({"model": term_model, "cond": cond, "weight": g * w, "name": f"{name}, colour guidance {g:g}"})
+            terms.append({"model": term_model, "cond": xy, "weight": (1.0 - g) * w,
+                          "name": f"object at ({xy[0]:.2f}, {xy[1]:.2f}), guidance's unconditioned colour"})
     d = {
         "background": {"model": bg_model, "cond": bg_cond, "name": s["title"]},
-        "terms": [{"model": term_model, "cond": cond, "weight": w,
-                   "name": (f"{c} object" if c else "object") + f" at ({xy[0]:.2f}, {xy[1]:.2f})"}
-                  for xy, c, cond, w in zip(locations, colors, conds, weights)],
+        "terms": terms,
         "sampler": dict(sampler or {}),
         "seeds": list(seeds),
     }

@@ -162,6 +162,40 @@ def test_setting_spec_asks_each_place_for_its_colour(tmp_path):
         setting_spec(plain, "A", [(0.3, 0.6)], [0], colors=["red"])
 
 
+def test_colour_guidance_is_cfg_of_the_colour_inside_each_term(tmp_path):
+    """color_guidance g: the coloured term becomes D_xy + g (D_xyc - D_xy); Def 5.1 over the spec's
+    terms must equal that, computed here from the net's own outputs; uncoloured places unchanged."""
+    from conftest import COLOR_LOCATION_SCHEMA, build_tiny_zoo
+
+    from projcomp.compose import CompositionError
+    from projcomp.experiments import setting_spec
+    from projcomp.zoo import Zoo
+
+    zoo = Zoo(build_tiny_zoo(str(tmp_path / "zoo"), location_schema=COLOR_LOCATION_SCHEMA))
+    places = [(0.3, 0.6), (0.7, 0.6)]
+    plain = setting_spec(zoo, "A", places, [0], colors=["red", None])
+    spec = setting_spec(zoo, "A", places, [0], colors=["red", None], weights=[1.5, 1.0], color_guidance=3.0)
+    assert [t.cond for t in spec.terms] == [{"xy": [0.3, 0.6], "color": "red"}, [0.3, 0.6], [0.7, 0.6]]
+    assert [t.weight for t in spec.terms] == [4.5, -3.0, 1.0]
+    assert len(setting_spec(zoo, "A", places, [0], colors=["red", None], color_guidance=1.0).terms) == 2
+    with pytest.raises(CompositionError, match="color_guidance"):
+        setting_spec(zoo, "A", places, [0], colors=["red", None], color_guidance=float("nan"))
+
+    name = spec.terms[0].model
+    net = zoo.get(name)
+    models = {name: net, spec.background.model: zoo.get(spec.background.model)}
+    torch.manual_seed(0)
+    x, sigma = torch.randn(2, *net.image_shape), torch.tensor([0.7, 0.7])
+    with torch.no_grad():
+        got = spec.build(models)(x, sigma)
+        D = lambda c: net(x, sigma, torch.stack([net.encode_cond(c)] * 2))
+        Db, Dxy, Dxyc, D2 = D("empty"), D([0.3, 0.6]), D({"xy": [0.3, 0.6], "color": "red"}), D([0.7, 0.6])
+        want = Db + 1.5 * (Dxy + 3.0 * (Dxyc - Dxy) - Db) + (D2 - Db)
+        unguided = plain.build(models)(x, sigma)
+    assert torch.allclose(got, want, atol=1e-5)
+    assert not torch.allclose(got, unguided, atol=1e-3)   # the guidance changes the composition
+
+
 def test_judge_scores_colour_and_contrast_on_a_rendered_scene():
     from projcomp.clevr.render import render
     from projcomp.clevr.scene import sample_scene
