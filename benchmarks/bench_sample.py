@@ -5,7 +5,9 @@
 Prints, side by side in one run, the best-of-N wall time of setting A (empty background, 3 terms,
 one batched call per step) for 32-step Heun (63 calls, the paper's sampler), 16 and 12 steps, fp32 and
 bf16, with the conv weights in the default layout (NCHW) and in channels_last (the CPU default of
-projcomp.load), and the speed-up of the second.
+projcomp.load), and the speed-up of the second. Then, channels_last fp32, the solvers side by side:
+16-step Heun (31 calls, the app's and Table 1's sampler) against DPM-Solver++(2M) at 16 and 20 steps
+(one call per step), each as a ratio to Heun 16.
 """
 
 import argparse
@@ -15,7 +17,7 @@ from bench_compose import timed_interleaved  # this folder is on sys.path when r
 
 from projcomp.experiments import setting_spec
 from projcomp.generate import prepare
-from projcomp.sampling import bf16_is_fast, sample
+from projcomp.sampling import SamplerConfig, bf16_is_fast, num_network_calls, sample
 from projcomp.zoo import Zoo
 
 
@@ -39,6 +41,18 @@ def main():
                 runs.append(lambda den=den, shape=shape, spec=spec: sample(den, [0], shape, spec.sampler))
             best = timed_interleaved(runs, args.repeats)
             print(f"{steps:>5} {dtype:>9} {2 * steps - 1:>5} {best[0]:>7.2f} {best[1]:>7.2f} {best[0] / best[1]:>7.2f}x")
+    solvers = [("heun", 16), ("dpm2m", 16), ("dpm2m", 20)]
+    runs = []
+    for solver, steps in solvers:
+        spec = setting_spec(zoos["nhwc"], "A", locs, [0], sampler={"num_steps": steps, "solver": solver})
+        den, shape = prepare(spec, zoos["nhwc"])
+        sample(den, [0], shape, spec.sampler, num_steps=2)  # warm-up
+        runs.append(lambda den=den, shape=shape, spec=spec: sample(den, [0], shape, spec.sampler))
+    best = timed_interleaved(runs, args.repeats)
+    print(f"\n{'solver':>7} {'steps':>5} {'calls':>5} {'NHWC s':>7} {'vs heun 16':>10}")
+    for (solver, steps), t in zip(solvers, best):
+        calls = num_network_calls(SamplerConfig(num_steps=steps, solver=solver))
+        print(f"{solver:>7} {steps:>5} {calls:>5} {t:>7.2f} {best[0] / t:>9.2f}x")
 
 
 if __name__ == "__main__":

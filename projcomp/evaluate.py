@@ -39,7 +39,7 @@ from .experiments import SETTINGS, color_spec, random_locations, setting_framing
 from .zoo import Zoo, ZooError, torch_device
 from .generate import parse_seeds, run_spec
 from .imageio import from_uint8, image_grid, to_uint8
-from .sampling import SamplingError, churn_settings
+from .sampling import SOLVERS, SamplingError, churn_settings
 from .stats import wilson  # noqa: F401 (also importable as projcomp.evaluate.wilson)
 
 __all__ = ["fig3", "fig5", "judge_locations", "main", "rejudge"]
@@ -706,6 +706,8 @@ def main(argv=None) -> int:
         p.add_argument("--bf16", action="store_true")
         p.add_argument("--churn", type=float, default=0.0, help="S_churn of EDM's stochastic sampler (Alg. 2; churn for "
                        "sigma in [0.05, 50]); 0 = the deterministic ODE (default)")
+        p.add_argument("--solver", choices=list(SOLVERS), default="heun",
+                       help="ODE solver: heun (default, 2N-1 calls), euler, dpm2m (DPM-Solver++(2M), N calls)")
         p.add_argument("--resolution", type=int)
         p.add_argument("--batch", type=int, default=16)
         p.add_argument("--checkpoints", default=os.environ.get("PROJCOMP_CHECKPOINTS", "checkpoints"))
@@ -748,7 +750,8 @@ def main(argv=None) -> int:
             from .theory.__main__ import main as theory_main
             return theory_main(["--outdir", args.outdir])
         zoo = Zoo(args.checkpoints, device=args.device)
-        sampler = {"num_steps": args.steps, "dtype": "bfloat16" if args.bf16 else "float32", **churn_settings(args.churn)}
+        sampler = {"num_steps": args.steps, "solver": args.solver, "dtype": "bfloat16" if args.bf16 else "float32",
+                   **churn_settings(args.churn)}
         seeds = parse_seeds(args.seeds)
         if args.cmd in ("fig3", "table1"):
             ks = parse_seeds(args.k)

@@ -27,7 +27,7 @@ from .files import atomic_write_json
 from .imageio import to_uint8
 from .experiments import SETTINGS, color_spec, random_locations, setting_framing, setting_spec
 from .zoo import Zoo, ZooError
-from .sampling import SamplingError, churn_settings, sample
+from .sampling import SOLVERS, SamplingError, churn_settings, sample
 from .spec import CompositionSpec
 
 __all__ = ["prepare", "run_spec", "parse_seeds", "build_spec", "save_images", "main"]
@@ -100,7 +100,8 @@ def _build_parser() -> argparse.ArgumentParser:
                     "colour per location ('any' = any colour), for nets with a colour per object")
     ap.add_argument("--weights", nargs="+", type=float, help="one weight per term (default 1: the paper's operator)")
     ap.add_argument("--steps", type=int, help="sampler steps (default 32 Heun = 63 network calls)")
-    ap.add_argument("--solver", choices=["heun", "euler"], help="ODE solver")
+    ap.add_argument("--solver", choices=list(SOLVERS), help="ODE solver: heun (default; 2N-1 calls), euler (N), "
+                    "dpm2m (DPM-Solver++(2M), second order with N calls)")
     ap.add_argument("--churn", type=float, help="S_churn of EDM's stochastic sampler (Alg. 2; churn for sigma in "
                     "[0.05, 50]); 0 = the deterministic ODE")
     ap.add_argument("--seeds", nargs="+", default=["0-3"], help="seeds, e.g. 0-7 or 1,4,9")
