@@ -264,14 +264,14 @@ def build_clevr_tab(zoo, cfg: Config, status: dict) -> dict:
 
     @gpu(_duration)
     @guard
-    def compose_live(rows, background, steps, seed, samples, bf16, upsampling, markers):
+    def compose_live(rows, background, steps, seed, samples, bf16, upsampling, markers, solver="heun"):
         """Stream (left, right, progress, summary) while sampling: the x0 predictions forming."""
         objs = parse(rows)
         background, steps, seed, samples, upsampling, markers = tc.check_request(
             zoo, background, steps, seed, samples, upsampling, markers)
         settings = None
         for kind, text, data in tc.compose_stream(zoo, objs, background, steps, seed, samples, bool(bf16), upsampling,
-                                                  markers, parallel=cfg.parallel_sides):
+                                                  markers, parallel=cfg.parallel_sides, solver=solver):
             if kind == "progress":
                 order = cm.BACKGROUNDS[background]
                 imgs = [data.get(s, gr.skip()) if data else gr.skip() for s in order]
@@ -280,7 +280,7 @@ def build_clevr_tab(zoo, cfg: Config, status: dict) -> dict:
                 res = data
                 settings = res.settings
                 right = res.panels[settings[1]] if len(settings) > 1 else None
-                yield res.panels[settings[0]], right, text, tc.headline(res, objs, steps, bool(bf16))
+                yield res.panels[settings[0]], right, text, tc.headline(res, objs, steps, bool(bf16), solver)
 
     @guard
     def compose_api(rows, background, steps, seed, samples, bf16):
@@ -356,11 +356,13 @@ def build_clevr_tab(zoo, cfg: Config, status: dict) -> dict:
                     gr.Markdown("Unavailable (no checkpoint): " + ", ".join(
                         label for label, key in tc.BG_CHOICES if not status["backgrounds"][key]), elem_classes="pc-note")
                 with gr.Row():
-                    steps = Slider(1, cm.MAX_STEPS, value=16, step=1, label="Heun steps", min_width=120, elem_id="steps")
+                    steps = Slider(1, cm.MAX_STEPS, value=16, step=1, label="steps", min_width=120, elem_id="steps")
                     samples = Slider(1, cm.MAX_SAMPLES, value=4, step=1, label="samples", min_width=120, elem_id="samples")
                 with gr.Row():
                     seed = gr.Number(value=0, precision=0, label="seed", min_width=80, elem_id="seed")
                     bf16 = gr.Checkbox(value=cfg.bf16_fast, label=cfg.bf16_label, min_width=80)
+                solver = gr.Radio([(label, key) for key, (label, _) in cm.SOLVERS.items()], value="heun",
+                                  label="sampler (ODE solver)", elem_id="solver")
                 with gr.Row():
                     upsampling = gr.Radio([(v, key) for key, v in cm.UPSAMPLING.items()], value="sharp",
                                           label="upsampling of the results", elem_id="upsampling")
@@ -391,7 +393,7 @@ def build_clevr_tab(zoo, cfg: Config, status: dict) -> dict:
                       trigger_mode="always_last", **ed)
         obj_color.input(on_color, [edited, selected, obj_color], [objects, scene, note, edited],
                         api_visibility="private", **ed)
-        live_in = [objects, background, steps, seed, samples, bf16, upsampling, markers]
+        live_in = [objects, background, steps, seed, samples, bf16, upsampling, markers, solver]
         live_out = [left, right, progress, hits]
         run_btn.click(compose_live, live_in, live_out, api_name="compose_clevr_live", concurrency_id="sampler",
                       concurrency_limit=cfg.concurrency, show_progress="hidden")

@@ -1,13 +1,14 @@
 """The app in headless Chromium (Debian's `chromium`, driven by Playwright's Python client), as a
 first-time visitor at 1280×800: compose and watch the progress text change, find the Compose button
 and both result panels in view; click every example on every tab (result images, no error);
-place objects by clicking, select one by clicking its ring, delete it (table and rings agree);
+pick the one-call-per-step sampler and compose; place objects by clicking, select one by clicking
+its ring, delete it (table and rings agree);
 eleven clicks in one burst place ten objects and the 11th is refused; bad inputs give exactly one
 message naming the field. Saves the first view after composing to $PROJCOMP_ARTIFACTS/app_clevr.png
 (default: a pytest temp folder).
 
 Random-weight `tiny` checkpoints by default (the shipped set's roles, with a colour per object); $PROJCOMP_TEST_CHECKPOINTS=checkpoints runs the same
-test over the shipped models ($PROJCOMP_TEST_STEPS sets the Heun steps; default: the app's 16) --
+test over the shipped models ($PROJCOMP_TEST_STEPS sets the sampler steps; default: the app's 16) --
 that is how the README's screenshot is taken:
     PROJCOMP_TEST_CHECKPOINTS=checkpoints PROJCOMP_TEST_STEPS=16 PROJCOMP_ARTIFACTS=docs \
         python -m pytest -q -s tests/test_browser.py -k first_visit
@@ -187,6 +188,27 @@ def test_first_visit_compose_progress_and_layout(page, artifacts):
     page.screenshot(path=path)
     assert os.path.getsize(path) > 10_000
     print(f"screenshot: {path}\n{hits}")
+
+
+def test_the_one_call_per_step_sampler_composes(page):
+    """Picking DPM-Solver++(2M) composes with one network call per step (the done text says so) and
+    the results carry the hit counts like Heun's; picking Heun again gives 2N - 1 calls."""
+    page.locator("#solver label", has_text="DPM-Solver++").click()
+    _watch(page, "#progress")
+    page.locator("#run").click()
+    _wait_done(page, "#progress")
+    done = _seen(page, "#progress")[-1]
+    m = re.search(r"(\d+) DPM-Solver\+\+\(2M\) steps, (\d+) network calls", done)
+    assert m and m.group(1) == m.group(2), done
+    page.wait_for_function("document.querySelector('#hits').innerText.includes('DPM-Solver++(2M) steps')")
+    assert re.search(r"\d+ / 12", page.locator("#hits").inner_text())
+    _no_error(page)
+    page.locator("#solver label", has_text="Heun").click()
+    _watch(page, "#progress")
+    page.locator("#run").click()
+    _wait_done(page, "#progress")
+    m = re.search(r"(\d+) Heun steps, (\d+) network calls", _seen(page, "#progress")[-1])
+    assert m and int(m.group(2)) == 2 * int(m.group(1)) - 1, _seen(page, "#progress")[-1]
 
 
 def _scene_pixels(page) -> np.ndarray:
