@@ -99,6 +99,8 @@ def _build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--colors", nargs="+", help="alone: colour conditionals to compose (Fig 5); with --setting: one "
                     "colour per location ('any' = any colour), for nets with a colour per object")
     ap.add_argument("--weights", nargs="+", type=float, help="one weight per term (default 1: the paper's operator)")
+    ap.add_argument("--color-guidance", type=float, default=1.0, help="with --setting and --colors: each coloured "
+                    "term D_xy + g (D_xyc - D_xy), classifier-free guidance of the colour inside the term (1 = off)")
     ap.add_argument("--steps", type=int, help="sampler steps (default 32 Heun = 63 network calls)")
     ap.add_argument("--solver", choices=list(SOLVERS), help="ODE solver: heun (default; 2N-1 calls), euler (N), "
                     "dpm2m (DPM-Solver++(2M), second order with N calls)")
@@ -156,7 +158,8 @@ def build_spec(args, zoo: Zoo) -> CompositionSpec:
             if len(args.colors) != len(locs):
                 raise CompositionError(f"colors: {len(args.colors)} colours for {len(locs)} locations")
             colors = [None if c == "any" else c for c in args.colors]
-        return setting_spec(zoo, args.setting, locs, seeds, args.weights, sampler, args.resolution, colors=colors)
+        return setting_spec(zoo, args.setting, locs, seeds, args.weights, sampler, args.resolution, colors=colors,
+                            color_guidance=args.color_guidance)
     raise CompositionError("spec: give a SPEC.json, --setting A|B|C, or --colors")
 
 

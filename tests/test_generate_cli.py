@@ -80,6 +80,16 @@ def test_sample_cli_writes_pngs_and_spec(tiny_zoo_dir, tmp_path):
     assert np.array_equal(np.asarray(Image.open(out / "seed0001.png")), np.asarray(Image.open(tmp_path / "again" / "seed0001.png")))
 
 
+def test_dpm_solver_is_recorded_and_reproducible(tiny_zoo_dir, tmp_path):
+    base = ["--checkpoints", tiny_zoo_dir, "--setting", "A", "--locations", "0.3,0.5", "--seeds", "0-1", "--steps", "4"]
+    for name, extra in (("heun", []), ("dpm", ["--solver", "dpm2m"])):
+        assert sample_main([*base, *extra, "--outdir", str(tmp_path / name)]) == 0
+    assert json.loads((tmp_path / "dpm" / "spec.json").read_text())["sampler"]["solver"] == "dpm2m"
+    assert sample_main(["--checkpoints", tiny_zoo_dir, str(tmp_path / "dpm" / "spec.json"), "--outdir", str(tmp_path / "again")]) == 0
+    img = {n: np.asarray(Image.open(tmp_path / n / "seed0001.png")) for n in ("heun", "dpm", "again")}
+    assert (img["heun"] != img["dpm"]).any() and np.array_equal(img["dpm"], img["again"])
+
+
 def test_churn_runs_edms_stochastic_sampler_reproducibly(tiny_zoo_dir, tmp_path):
     base = ["--checkpoints", tiny_zoo_dir, "--setting", "A", "--locations", "0.3,0.5", "--seeds", "0-1", "--steps", "4"]
     for name, extra in (("ode", []), ("churn", ["--churn", "40"]), ("again", ["--churn", "40"])):
@@ -100,6 +110,7 @@ def test_churn_runs_edms_stochastic_sampler_reproducibly(tiny_zoo_dir, tmp_path)
     (["--colors", "yellow", "octarine"], "octarine"),
     (["--setting", "A"], "locations"),
     (["--setting", "A", "--k", "2", "--churn", "-1"], "churn: -1"),
+    (["--setting", "A", "--k", "2", "--solver", "dpm2m", "--churn", "40"], "'dpm2m' is a deterministic"),
 ])
 def test_sample_cli_bad_input_is_one_line(tiny_zoo_dir, tmp_path, args, needle):
     r = subprocess.run([sys.executable, "-m", "projcomp.generate", "--checkpoints", tiny_zoo_dir, "--outdir", str(tmp_path / "x"), *args],
