@@ -444,9 +444,9 @@ def build_colours_tab(zoo, cfg: Config, app: gr.Blocks) -> None:
 
     @gpu(_duration)
     @guard
-    def compose_live(colors, weight, steps, seed, samples, bf16):
+    def compose_live(colors, weight, steps, seed, samples, bf16, solver="heun"):
         colors, w, steps, seed, samples = tcol.check_request(zoo, colors, weight, steps, seed, samples)
-        for kind, text, data in tcol.compose_stream(zoo, colors, w, steps, seed, samples, bool(bf16)):
+        for kind, text, data in tcol.compose_stream(zoo, colors, w, steps, seed, samples, bool(bf16), solver=solver):
             if kind == "progress":
                 yield (data if data is not None else gr.skip()), text, gr.skip()
             else:
@@ -468,11 +468,13 @@ def build_colours_tab(zoo, cfg: Config, app: gr.Blocks) -> None:
                                           label="Colours (2 or more)", elem_id="colors")
                 cweight = Slider(-2, 3, value=1.0, step=0.1, label="weight of every colour term")
                 with gr.Row():
-                    csteps = Slider(1, cm.MAX_STEPS, value=16, step=1, label="Heun steps")
+                    csteps = Slider(1, cm.MAX_STEPS, value=16, step=1, label="steps")
                     csamples = Slider(1, cm.MAX_SAMPLES, value=4, step=1, label="samples")
                 with gr.Row():
                     cseed = gr.Number(value=0, precision=0, label="seed")
                     cbf16 = gr.Checkbox(value=cfg.bf16_fast, label=cfg.bf16_label)
+                csolver = gr.Radio([(label, key) for key, (label, _) in cm.SOLVERS.items()], value="heun",
+                                   label="sampler (ODE solver)", elem_id="csolver")
                 crun = gr.Button("Compose colours", variant="primary", interactive=can_sample, elem_id="crun")
                 if not can_sample:
                     gr.Markdown("No colour checkpoint here, so sampling is off; the heuristic still works.")
@@ -494,7 +496,7 @@ def build_colours_tab(zoo, cfg: Config, app: gr.Blocks) -> None:
                 heat = gr.Image(show_label=False, format="png", interactive=False, height=300, elem_id="heat")
         colors.change(preview, [colors], [hist, heat, verdict_md], api_name="color_preview", concurrency_limit=None)
         cin = [colors, cweight, csteps, cseed, csamples, cbf16]
-        crun.click(compose_live, cin, [cout, cprogress, cmd], api_name="compose_colors_live", concurrency_id="sampler",
+        crun.click(compose_live, cin + [csolver], [cout, cprogress, cmd], api_name="compose_colors_live", concurrency_id="sampler",
                    concurrency_limit=cfg.concurrency, show_progress="hidden")
         api_btn = gr.Button(visible=False)
         api_btn.click(compose_api, cin, [cout, cmd], api_name="compose_colors", concurrency_id="sampler",
@@ -505,7 +507,7 @@ def build_colours_tab(zoo, cfg: Config, app: gr.Blocks) -> None:
                     f"Example **{ex['label']}** loaded (seed {ex['seed']}, {ex['samples']} samples) — composing…"
             btn.click(load, None, [colors, cweight, csteps, cseed, csamples, cmd], api_visibility="private",
                       concurrency_limit=None).then(
-                compose_live, cin, [cout, cprogress, cmd], api_visibility="private", concurrency_id="sampler",
+                compose_live, cin + [csolver], [cout, cprogress, cmd], api_visibility="private", concurrency_id="sampler",
                 concurrency_limit=cfg.concurrency, show_progress="hidden")
         app.load(preview, [colors], [hist, heat, verdict_md], api_visibility="private", concurrency_limit=None)
 
