@@ -217,8 +217,8 @@ def _dpm_solver_2m(D: Callable[[torch.Tensor, float], torch.Tensor], x: torch.Te
     denoiser held constant over the step: x_next = (σ_next / σ_cur) x + (1 − σ_next / σ_cur) D. The
     multistep correction replaces D by the linear extrapolation of the last two denoiser outputs in λ,
     (1 + 1/(2r)) D_cur − 1/(2r) D_prev with r = h_prev / h: second order with ONE network call per
-    step (Heun needs two). The first step has no history (first order); the last, to σ = 0, returns
-    the denoiser's output there (h = ∞), as in the reference implementation."""
+    step (Heun needs two). The first step has no history (first order); the last, to σ = 0, is first
+    order too (h = ∞: x = D), as DPM-Solver's `lower_order_final` does for few steps."""
     n = len(t_steps) - 1
     x0_prev, h_prev = None, None
     for i in range(n):
