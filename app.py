@@ -361,7 +361,7 @@ def build_clevr_tab(zoo, cfg: Config, status: dict) -> dict:
                 with gr.Row():
                     seed = gr.Number(value=0, precision=0, label="seed", min_width=80, elem_id="seed")
                     bf16 = gr.Checkbox(value=cfg.bf16_fast, label=cfg.bf16_label, min_width=80)
-                solver = gr.Radio([(label, key) for key, (label, _) in cm.SOLVERS.items()], value="heun",
+                solver = gr.Radio([(label, key) for key, label in cm.SOLVER_CHOICES.items()], value="heun",
                                   label="sampler (ODE solver)", elem_id="solver")
                 with gr.Row():
                     upsampling = gr.Radio([(v, key) for key, v in cm.UPSAMPLING.items()], value="sharp",
@@ -473,7 +473,7 @@ def build_colours_tab(zoo, cfg: Config, app: gr.Blocks) -> None:
                 with gr.Row():
                     cseed = gr.Number(value=0, precision=0, label="seed")
                     cbf16 = gr.Checkbox(value=cfg.bf16_fast, label=cfg.bf16_label)
-                csolver = gr.Radio([(label, key) for key, (label, _) in cm.SOLVERS.items()], value="heun",
+                csolver = gr.Radio([(label, key) for key, label in cm.SOLVER_CHOICES.items()], value="heun",
                                    label="sampler (ODE solver)", elem_id="csolver")
                 crun = gr.Button("Compose colours", variant="primary", interactive=can_sample, elem_id="crun")
                 if not can_sample:

@@ -21,6 +21,14 @@ from projcomp.sampling import SamplerConfig, bf16_is_fast, num_network_calls, sa
 from projcomp.zoo import Zoo
 
 
+def _runner(zoo, locs, sampler):
+    """A timed run of one 3-object image under these sampler settings (built and warmed up once)."""
+    spec = setting_spec(zoo, "A", locs, [0], sampler=sampler)
+    den, shape = prepare(spec, zoo)
+    sample(den, [0], shape, spec.sampler, num_steps=2)  # warm-up
+    return lambda: sample(den, [0], shape, spec.sampler)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoints", default="checkpoints")
@@ -35,21 +43,11 @@ def main():
     print(f"{'steps':>5} {'dtype':>9} {'calls':>5} {'NCHW s':>7} {'NHWC s':>7} {'speed-up':>8}")
     for steps in (32, 16, 12):
         for dtype in args.dtypes.split(","):
-            runs = []
-            for zoo in zoos.values():
-                spec = setting_spec(zoo, "A", locs, [0], sampler={"num_steps": steps, "dtype": dtype})
-                den, shape = prepare(spec, zoo)
-                sample(den, [0], shape, spec.sampler, num_steps=2)  # warm-up
-                runs.append(lambda den=den, shape=shape, spec=spec: sample(den, [0], shape, spec.sampler))
+            runs = [_runner(zoo, locs, {"num_steps": steps, "dtype": dtype}) for zoo in zoos.values()]
             best = timed_interleaved(runs, args.repeats)
             print(f"{steps:>5} {dtype:>9} {2 * steps - 1:>5} {best[0]:>7.2f} {best[1]:>7.2f} {best[0] / best[1]:>7.2f}x")
     solvers = [("heun", 16), ("dpm2m", 16), ("dpm2m", 20)]
-    runs = []
-    for solver, steps in solvers:
-        spec = setting_spec(zoos["nhwc"], "A", locs, [0], sampler={"num_steps": steps, "solver": solver})
-        den, shape = prepare(spec, zoos["nhwc"])
-        sample(den, [0], shape, spec.sampler, num_steps=2)  # warm-up
-        runs.append(lambda den=den, shape=shape, spec=spec: sample(den, [0], shape, spec.sampler))
+    runs = [_runner(zoos["nhwc"], locs, {"num_steps": steps, "solver": solver}) for solver, steps in solvers]
     best = timed_interleaved(runs, args.repeats)
     print(f"\n{'solver':>7} {'steps':>5} {'calls':>5} {'NHWC s':>7} {'vs heun 16':>10}")
     for (solver, steps), t in zip(solvers, best):

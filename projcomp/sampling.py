@@ -69,7 +69,9 @@ def churn_settings(S_churn: float) -> dict:
     return {"S_churn": float(S_churn), **EDM_CHURN} if S_churn else {"S_churn": 0.0}
 
 
-SOLVERS = ("heun", "euler", "dpm2m")
+# The ODE solvers of `sample`, with the names texts give them.
+SOLVER_NAMES = {"heun": "Heun", "euler": "Euler", "dpm2m": "DPM-Solver++(2M)"}
+SOLVERS = tuple(SOLVER_NAMES)
 
 
 @dataclasses.dataclass
@@ -88,6 +90,10 @@ class SamplerConfig:
     langevin_steps: int = 0       # ULA corrector steps at each noise level (0 = off).
     langevin_snr: float = 0.1     # Corrector step size as a fraction of σ² (ε = snr · σ²).
     dtype: str = "float32"        # Network compute dtype: 'float32' or 'bfloat16' (autocast).
+
+    def describe(self) -> str:
+        """E.g. '16 Heun steps, 31 network calls': what a run of these settings costs, for texts."""
+        return f"{self.num_steps} {SOLVER_NAMES[self.solver]} steps, {num_network_calls(self)} network calls"
 
     def validate(self) -> "SamplerConfig":
         if not isinstance(self.num_steps, int) or isinstance(self.num_steps, bool) or self.num_steps < 1:

@@ -210,6 +210,7 @@ def _gaussian_ode_error(solver, steps, mu=0.3, s=0.5):
 
 def test_dpm_solver_2m_is_second_order_with_one_call_per_step():
     assert num_network_calls(SamplerConfig(num_steps=16, solver="dpm2m")) == 16
+    assert SamplerConfig(num_steps=16, solver="dpm2m").describe() == "16 DPM-Solver++(2M) steps, 16 network calls"
     e16, e32 = _gaussian_ode_error("dpm2m", 16), _gaussian_ode_error("dpm2m", 32)
     assert e16 / e32 > 3                   # halving the step cuts the error ~4x: second order (first order: ~2x)
     assert e16 < _gaussian_ode_error("euler", 16) / 1.5     # the same calls as Euler, closer

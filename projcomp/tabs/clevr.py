@@ -16,10 +16,10 @@ import torch
 
 from ..experiments import SETTINGS, random_locations, setting_framing
 from ..imageio import image_grid, to_uint8
-from ..sampling import SamplerConfig, num_network_calls, sample
+from ..sampling import SOLVER_NAMES, SamplerConfig, sample
 from ..zoo import Zoo
 from .common import (ALT_RGB, BACKGROUNDS, HIT_RGB, MAX_OBJECTS, MAX_SAMPLES, MAX_STEPS, MISS_RGB, SEED_MAX,
-                     SOLVERS, InputError, blank, caption, device_of, font, grid_cols, integer, number,
+                     InputError, blank, caption, device_of, font, grid_cols, integer, number,
                      progress_text, setting_problem, stream_jobs, table_rows, upscale, weight, zoo_status)
 
 DISPLAY = 320          # pixels of the scene picker: more than the app shows it at (268 px), because the
@@ -393,8 +393,7 @@ def compose_stream(zoo: Zoo, objs: Sequence[Obj], background: str, steps: int, s
               "checkpoints": {r: n for r, n in status["roles"].items() if n}, "colors_used": colors_used}
     res = ClevrResult(settings=settings, titles=tuple(titles[s] for s in settings), images=images, verdicts=verdicts,
                       panels=panels, seeds=seeds, config=config, seconds=dt)
-    yield "done", (f"Done in {dt:.1f} s ({steps} {SOLVERS[solver][1]} steps, {num_network_calls(cfg)} network calls, "
-                   f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} per side)."), res
+    yield "done", f"Done in {dt:.1f} s ({cfg.describe()}, {len(seeds)} seed{'s' if len(seeds) > 1 else ''} per side).", res
 
 
 def compose(zoo: Zoo, objs: Sequence[Obj], background: str, steps: int, seed: int, num_samples: int, bf16: bool,
@@ -412,7 +411,7 @@ def headline(res: ClevrResult, objs: Sequence[Obj], steps: int, bf16: bool, solv
     seeds = f"seed {s0}" if s0 == s1 else f"seeds {s0}–{s1}"
     if k == 0:
         return f"No objects: samples of the background alone, {seeds} ({res.seconds:.1f} s)."
-    head = (f"**{k} object{'s' if k != 1 else ''}**, {seeds}, {steps} {SOLVERS[solver][1]} steps{' (bf16)' if bf16 else ''}: "
+    head = (f"**{k} object{'s' if k != 1 else ''}**, {seeds}, {steps} {SOLVER_NAMES[solver]} steps{' (bf16)' if bf16 else ''}: "
             f"{res.seconds:.1f} s. Rings: requested places — solid blue = an object was detected there, "
             "dashed orange = missed; + = a detection.")
     if any(o.color for o in objs):

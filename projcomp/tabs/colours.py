@@ -12,9 +12,9 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 
 from ..imageio import image_grid, to_uint8
-from ..sampling import SamplerConfig, num_network_calls, sample
+from ..sampling import SamplerConfig, sample
 from ..zoo import Zoo
-from .common import (MAX_SAMPLES, MAX_STEPS, SEED_MAX, SOLVERS, InputError, caption, cosine_heatmap, device_of,
+from .common import (MAX_SAMPLES, MAX_STEPS, SEED_MAX, InputError, caption, cosine_heatmap, device_of,
                      grid_cols, integer, progress_text, stream_jobs, upscale, weight)
 
 TILE = 160
@@ -157,8 +157,7 @@ def compose_stream(zoo: Zoo, colors: Sequence[str], w: float, steps: int, seed: 
     framing = zoo.framing_of(spec.terms[0].model)  # read in the frame its net draws
     found = [sorted({d["color"] for d in detect(im, framing=framing)}) for im in imgs]
     dt = time.perf_counter() - t0
-    yield "done", (f"Done in {dt:.1f} s ({steps} {SOLVERS[solver][1]} steps, {num_network_calls(cfg)} network calls)."),\
-        (_panel(imgs, seeds, found), found, seeds)
+    yield "done", f"Done in {dt:.1f} s ({cfg.describe()}).", (_panel(imgs, seeds, found), found, seeds)
 
 
 def summary(colors: Sequence[str], found: Sequence, seeds: Sequence[int]) -> str:

@@ -227,9 +227,8 @@ def device_of(net: Any) -> torch.device:
 # Drawing (PIL) and figures (matplotlib).
 
 UPSAMPLING = {"sharp": "sharp pixels (nearest)", "smooth": "smooth (bicubic)"}
-# The ODE solvers a visitor can pick (projcomp.sampling.SOLVERS): label for the choice, name in texts.
-SOLVERS = {"heun": ("Heun (2 calls per step, the paper's)", "Heun"),
-           "dpm2m": ("DPM-Solver++(2M) (1 call per step, ~2× faster)", "DPM-Solver++(2M)")}
+# The ODE solvers a visitor can pick (of projcomp.sampling.SOLVERS) and the label of each choice.
+SOLVER_CHOICES = {"heun": "Heun (2 calls per step, the paper's)", "dpm2m": "DPM-Solver++(2M) (1 call per step, ~2× faster)"}
 # Okabe-Ito colours: told apart with every common colour-vision deficiency.
 HIT_RGB = (86, 180, 233)    # sky blue
 MISS_RGB = (230, 159, 0)    # orange
