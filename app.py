@@ -264,14 +264,16 @@ def build_clevr_tab(zoo, cfg: Config, status: dict) -> dict:
 
     @gpu(_duration)
     @guard
-    def compose_live(rows, background, steps, seed, samples, bf16, upsampling, markers, solver="heun"):
+    def compose_live(rows, background, steps, seed, samples, bf16, upsampling, markers, solver="heun", guidance=1.0):
         """Stream (left, right, progress, summary) while sampling: the x0 predictions forming."""
         objs = parse(rows)
         background, steps, seed, samples, upsampling, markers = tc.check_request(
             zoo, background, steps, seed, samples, upsampling, markers)
+        guidance = tc.check_guidance(guidance)
         settings = None
         for kind, text, data in tc.compose_stream(zoo, objs, background, steps, seed, samples, bool(bf16), upsampling,
-                                                  markers, parallel=cfg.parallel_sides, solver=solver):
+                                                  markers, parallel=cfg.parallel_sides, solver=solver,
+                                                  color_guidance=guidance):
             if kind == "progress":
                 order = cm.BACKGROUNDS[background]
                 imgs = [data.get(s, gr.skip()) if data else gr.skip() for s in order]
@@ -363,6 +365,9 @@ def build_clevr_tab(zoo, cfg: Config, status: dict) -> dict:
                     bf16 = gr.Checkbox(value=cfg.bf16_fast, label=cfg.bf16_label, min_width=80)
                 solver = gr.Radio([(label, key) for key, label in cm.SOLVER_CHOICES.items()], value="heun",
                                   label="sampler (ODE solver)", elem_id="solver")
+                guidance = Slider(1, cm.MAX_GUIDANCE, value=tc.DEFAULT_GUIDANCE, step=0.5, visible=bool(colors),
+                                  label="colour guidance g (coloured objects: D_xy + g (D_xyc − D_xy); 1 = off)",
+                                  elem_id="color-guidance")
                 with gr.Row():
                     upsampling = gr.Radio([(v, key) for key, v in cm.UPSAMPLING.items()], value="sharp",
                                           label="upsampling of the results", elem_id="upsampling")
@@ -393,7 +398,7 @@ def build_clevr_tab(zoo, cfg: Config, status: dict) -> dict:
                       trigger_mode="always_last", **ed)
         obj_color.input(on_color, [edited, selected, obj_color], [objects, scene, note, edited],
                         api_visibility="private", **ed)
-        live_in = [objects, background, steps, seed, samples, bf16, upsampling, markers, solver]
+        live_in = [objects, background, steps, seed, samples, bf16, upsampling, markers, solver, guidance]
         live_out = [left, right, progress, hits]
         run_btn.click(compose_live, live_in, live_out, api_name="compose_clevr_live", concurrency_id="sampler",
                       concurrency_limit=cfg.concurrency, show_progress="hidden")

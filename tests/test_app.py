@@ -160,6 +160,20 @@ def test_colour_control_follows_the_location_schema(tiny_zoo_dir, tiny_color_zoo
     assert "Colours ignored by C: cluttered background" in clevr.headline(res, [clevr.Obj(0.3, 0.5, 1.0, "red")], 1, False)
     assert any(ex["label"] == "a colour per object" for ex in clevr.examples(common.zoo_status(coloured)))
     assert not any(ex["label"] == "a colour per object" for ex in clevr.examples(common.zoo_status(plain)))
+    # Colour guidance g: only for a net with colours; a coloured term becomes D_xy + g (D_xyc - D_xy).
+    assert not _component(a_plain, "color-guidance").visible and _component(a_col, "color-guidance").visible
+    assert _component(a_col, "color-guidance").value == clevr.DEFAULT_GUIDANCE
+    red = [clevr.Obj(0.3, 0.5, 1.0, "red")]
+    with torch.no_grad():
+        d_any = clevr.build_denoiser(coloured, "A", [clevr.Obj(0.3, 0.5)])[0](x, sig)
+        d_red = clevr.build_denoiser(coloured, "A", red)[0](x, sig)
+        d_g3 = clevr.build_denoiser(coloured, "A", red, color_guidance=3.0)[0](x, sig)
+    torch.testing.assert_close(d_g3, d_any + 3.0 * (d_red - d_any), atol=1e-4, rtol=1e-4)
+    res = clevr.compose(coloured, red, "empty", 1, 0, 1, False, color_guidance=2.0)
+    assert res.config["color_guidance"] == 2.0 and "Colour guidance 2" in clevr.headline(res, red, 1, False)
+    for bad in (0.5, 9, "x", float("nan")):
+        with pytest.raises(common.InputError, match="^colour guidance: "):
+            clevr.check_guidance(bad)
 
 
 def test_the_colour_role_sees_the_object_empty_net(tiny_zoo_dir, tiny_color_zoo_dir, tmp_path):

@@ -24,6 +24,7 @@ MAX_OBJECTS = 10      # Fig 3 goes up to 9; one more for play.
 MAX_STEPS = 64        # Heun: 127 network calls; the paper uses 32 steps.
 MAX_SAMPLES = 8       # seeds per run.
 MAX_WEIGHT = 10.0     # |w_i| cap: beyond it samples leave the data range entirely.
+MAX_GUIDANCE = 4.0    # colour guidance cap (README: measured up to 4 on the shipped object net).
 SEED_MAX = 2**31 - 1
 
 # UI background choice -> (left setting, right setting). The right panel is always the other side
