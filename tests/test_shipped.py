@@ -58,19 +58,25 @@ def test_shipped_location_model_composes_over_empty_but_not_bayes(resolution):
 
 
 def test_shipped_object_net_places_objects_and_hears_the_colour():
-    """The object net (issue 15): over the empty background, places asked for a colour still get
-    their objects, and the colour asked for changes what is drawn there (the colour-match rate
-    itself is measured in the README: the colour condition is weak at this training budget)."""
+    """The object net (issue 15): over the empty background, places asked for a colour get their
+    objects, the colour asked for changes what is drawn there, and the detector finds the asked
+    colour at most hit places (README: 0.6-0.84 at k = 1..4; a net deaf to its colour label finds
+    it at chance, 1/8, and the previous map net at 0.19-0.42)."""
     zoo = Zoo(ROOT, resolution=32)
     name = zoo.find("location")
-    assert (zoo.entries[name].get("condition") or {}).get("encoding") == "map"
+    assert (zoo.entries[name].get("condition") or {}).get("encoding") in ("map", "map-local")
     locs = [[0.3, 0.55], [0.7, 0.55], [0.5, 0.75]]
     out = {}
+    matched = at_hits = 0
     for colors in (("red", "blue", "yellow"), ("yellow", "red", "blue")):
         spec = setting_spec(zoo, "A", locs, [0, 1, 2, 3], sampler={"num_steps": 12}, colors=list(colors))
         imgs = to_uint8(run_spec(spec, zoo, batch=16))
-        hits = sum(sum(judge_locations(im, locs, framing=zoo.framing_of(name))["hits"]) for im in imgs)
+        verdicts = [judge_locations(im, locs, colors=colors, framing=zoo.framing_of(name)) for im in imgs]
+        hits = sum(sum(v["hits"]) for v in verdicts)
         assert hits >= 8, (colors, hits)  # of 12 requested places
+        oks = [ok for v in verdicts for ok in v["color_match"] if ok is not None]
+        matched, at_hits = matched + sum(oks), at_hits + len(oks)
         out[colors] = imgs.astype(np.float64)
     a, b = out.values()
     assert np.abs(a - b).mean() > 2.0  # same seeds and places, other colours: other images
+    assert matched >= 0.5 * at_hits, (matched, at_hits)
