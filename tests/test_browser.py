@@ -276,6 +276,9 @@ def test_every_example_on_every_tab(page, tiny_sdxl):
         m = re.search(r"seed (\d+), (\d+) samples", note)
         assert page.locator("#seed input").input_value() == m.group(1)
         assert page.locator("#samples input[type=number]").input_value() == m.group(2)
+        if label == "a colour per object":  # composed with the colour guidance slider's value
+            g = float(page.locator("#color-guidance input[type=number]").input_value())
+            assert f"Colour guidance {g:g}" in page.locator("#hits").inner_text()
     page.get_by_role("tab", name="Colours (Fig 5)").click()
     for _ in _run_examples(page, "colours", "#cprogress", timings):
         assert _image_loaded(page, "#cout") and "detected in" in page.locator("#cmd").inner_text()
