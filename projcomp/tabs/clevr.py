@@ -228,13 +228,10 @@ def build_denoiser(zoo: Zoo, setting: str, objs: Sequence[Obj], color_guidance: 
 
     locs = [[o.x, o.y] for o in objs] or [[0.5, 0.5]]
     ws = [o.w for o in objs] or [0.0]
-    spec = setting_spec(zoo, setting, locs, [0], ws)
-    term_model = spec.terms[0].model
-    palette = term_colors(zoo, term_model)
-    used = bool(palette) and any(o.color for o in objs)
-    if used:
-        spec = setting_spec(zoo, setting, locs, [0], ws, colors=[o.color for o in objs],
-                            color_guidance=color_guidance)
+    term_model = zoo.find(SETTINGS[setting]["terms"])  # the net setting_spec picks for the terms
+    used = bool(term_colors(zoo, term_model)) and any(o.color for o in objs)
+    spec = setting_spec(zoo, setting, locs, [0], ws, colors=[o.color for o in objs] if used else None,
+                        color_guidance=color_guidance)
     names = sorted({spec.background.model, *[t.model for t in spec.terms]})
     den = spec.build(zoo.registry(names))
     net = zoo.get(term_model)
@@ -432,7 +429,7 @@ def headline(res: ClevrResult, objs: Sequence[Obj], steps: int, bf16: bool, solv
         unused = [SETTINGS[s]["title"] for s, u in res.config["colors_used"].items() if not u]
         head += " A hit needs the asked colour."
         g = res.config.get("color_guidance", 1.0)
-        if g != 1.0 and not all(not u for u in res.config["colors_used"].values()):
+        if g != 1.0 and any(res.config["colors_used"].values()):
             head += f" Colour guidance {g:g} (each coloured term is D_xy + {g:g} (D_xyc − D_xy))."
         if unused:
             head += f" Colours ignored by {', '.join(unused)} (its network has no colour per object)."
