@@ -301,7 +301,16 @@ def test_map_local_term_and_empty_scene_differ_only_through_the_maps():
     with torch.no_grad():  # with the maps heard, the place matters
         d = _net({**SCHEMA, "encoding": "map-local"})(x[:2], torch.ones(2), labels[:2])
     assert not torch.equal(d[0], d[1])
-    # Without "empty" in the schema, placed rows share the presence flag alone.
-    e2 = ConditionEncoder({"type": "location", "dim": 2, "encoding": "map-local"})
-    G2 = e2.global_part(e2.encode_batch([(0.1, 0.1), (0.9, 0.4)]))
-    assert torch.equal(G2[0], G2[1]) and G2[0].nonzero().numel() == 1
+    # Without "empty" (setting C: the background is the null label) placed rows hear the null
+    # label's global embedding, so term and background again differ only through the map.
+    clutter = {"type": "location", "dim": 2, "encoding": "map-local"}
+    e2 = ConditionEncoder(clutter)
+    L2 = e2.encode_batch([(0.1, 0.1), (0.9, 0.4), None])
+    G2 = e2.global_part(L2)
+    assert torch.equal(G2, torch.zeros_like(G2)) and L2[:2].abs().sum() > 0
+    assert e2.location_map(L2, 16)[:2].amax() > 0.5 and e2.location_map(L2, 16)[2].abs().max() == 0
+    with torch.no_grad():
+        d = deafen_to_maps(_net(clutter))(x[:3], torch.ones(3), L2)
+        assert torch.equal(d[0], d[2]) and torch.equal(d[1], d[2])   # deaf to the map: all the null label
+        d = _net(clutter)(x[:3], torch.ones(3), L2)
+        assert not torch.equal(d[0], d[2]) and not torch.equal(d[0], d[1])

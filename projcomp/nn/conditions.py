@@ -55,11 +55,14 @@ D_i - D_b; Def 5.2 makes it exact when the two differ only on term i's own pixel
 "map-only" a placed term and the empty scene differ in the global embedding, which scales channels
 in every block at every pixel, so their difference starts out global and the net has to learn to
 cancel it away from the object (the leak, measured in docs/clevr-models.md). With "map-local" a
-placed label's global embedding IS the empty scene's (with "empty": true; else the presence flag
-alone), and the place and colour reach the net only as the bump and the bump in the asked colour's
+placed label's global embedding IS its background's: the empty scene's with "empty": true (Fig 3A),
+else the null label's (zeros; Fig 3C, whose background p_b is the null label of the clutter net:
+objects at a place among 0-4 others vs 1-5 objects anywhere). The place and colour reach the net only as the bump and the bump in the asked colour's
 channel (as "map-color"): term and background then see the same input everywhere but near the
-term's place, so locality is where the net starts, not what it must learn. The null label (p_u)
-and colour-only labels keep their global embeddings.
+term's place, so locality is where the net starts, not what it must learn. With "empty" the null
+label (p_u) and colour-only labels keep their global embeddings. (Without "empty" the net tells a
+placed label from the null label by the map alone; before 2026-11-28 such rows heard the presence
+flag instead -- no shipped checkpoint used that variant.)
 
 Colour per object ("colors"). The label is [location features / sqrt(2K+1), one-hot colour],
 scaled to unit norm: location only, colour only and both all have unit norm, and dropping a
@@ -252,21 +255,19 @@ class ConditionEncoder:
     def global_part(self, labels: torch.Tensor) -> torch.Tensor:
         """What the global label embedding hears: the labels, or for "map-only" the labels with the
         location features zeroed but for the presence flag (the place then reaches the net only as the map),
-        or for "map-local" the empty scene's label on every placed row (place and colour only as maps)."""
+        or for "map-local" the background's label on every placed row -- the empty scene's, or without
+        one the null label's (place and colour only as maps)."""
         if self.type != "location" or self.encoding not in ("map-only", "map-local"):
             return labels
         out = labels.clone()
         if self.encoding == "map-only":
             out[:, :4 * self.num_freqs] = 0
             return out
-        # map-local: every placed row (presence flag on) hears what the empty scene hears, or
-        # without an "empty" label the presence flag alone.
+        # map-local: every placed row (presence flag on) hears what the background of its setting
+        # hears: the empty scene (Fig 3A) when the schema has it, else the null label (zeros: the
+        # cluttered p_b of Fig 3C is the null label of the same net).
         placed = labels[:, 4 * self.num_freqs] > 1e-6
-        if self.has_empty:
-            out[placed] = self.encode("empty").to(out)
-        else:
-            out[placed] = 0
-            out[placed, 4 * self.num_freqs] = 1.0
+        out[placed] = self.encode("empty").to(out) if self.has_empty else 0
         return out
 
     def without(self, labels: torch.Tensor, part: str) -> torch.Tensor:
