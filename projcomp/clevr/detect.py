@@ -179,9 +179,12 @@ def detect(image, chroma_thr=0.09, dark_ratio=0.55, bright_ratio=1.3, min_area=N
     cam = framing_camera(framing)
     dets, final = [], np.zeros((H, W), np.int32)
     if centers == 'net':
-        if not comps.any():          # nothing differs from the floor: no object (and no net call)
+        if not fg.any():             # nothing differs from the floor: no object (and no net call)
             return (dets, final) if return_labels else dets
-        return _detect_with_centres(srgb, comps, lab, off, grad, min_area, cam, return_labels)
+        # Foreground without a labelled component (a small far object whose few pixels are all
+        # edge blends or too weakly tinted for a hue) still goes to the centre net: a confident
+        # centre there is an object (the orphan rule below), as the eye sees it.
+        return _detect_with_centres(srgb, comps, lab, off, grad, min_area, cam, return_labels, fg)
     if centers != 'classical':
         raise ValueError(f"detect: centers must be 'net' or 'classical', got {centers!r}")
     for ci, sl in enumerate(ndi.find_objects(comps), 1):
@@ -254,7 +257,7 @@ _FRAGMENT = 0.5      # a component below this x a small object's area takes its 
 _AGREE = 0.6         # ... and so does one where fewer than this fraction of pixels share a label
 
 
-def _detect_with_centres(srgb, comps, lab, off, grad, min_area, cam, return_labels):
+def _detect_with_centres(srgb, comps, lab, off, grad, min_area, cam, return_labels, fg=None):
     """Objects = the centre net's peaks; colours, masks and sizes from the colour components.
 
     Each peak is attached to the component it falls on (or one within `_ATTACH` x R px); a
@@ -321,10 +324,10 @@ def _detect_with_centres(srgb, comps, lab, off, grad, min_area, cam, return_labe
             part = (ws == m) & mask
             if part.any():
                 add(part, color, p[:2], sl)
-    for x, y, _ in orphans:         # a centre on the floor model's blind spot: colour of the pixel
+    for x, y, _ in orphans:         # a centre on the floor model's blind spot: colour of the foreground near it
         ix, iy = min(max(int(x), 0), W - 1), min(max(int(y), 0), H - 1)
         sl = (slice(iy, iy + 1), slice(ix, ix + 1))
-        c = _fragment_colour(None, (x, y), off, comps > 0, xy, cam, R) or 'gray'
+        c = _fragment_colour(None, (x, y), off, (comps > 0) if fg is None else fg, xy, cam, R) or 'gray'
         add(np.ones((1, 1), bool), c, (x, y), sl)
     return (dets, final) if return_labels else dets
 
