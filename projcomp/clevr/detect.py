@@ -324,10 +324,13 @@ def _detect_with_centres(srgb, comps, lab, off, grad, min_area, cam, return_labe
             part = (ws == m) & mask
             if part.any():
                 add(part, color, p[:2], sl)
-    for x, y, _ in orphans:         # a centre on the floor model's blind spot: colour of the foreground near it
+    # A centre on the floor model's blind spot: the colour of the labelled foreground near it, or,
+    # in an image where no pixel got a label, of the raw foreground near it.
+    near_fg = fg if (fg is not None and not comps.any()) else comps > 0
+    for x, y, _ in orphans:
         ix, iy = min(max(int(x), 0), W - 1), min(max(int(y), 0), H - 1)
         sl = (slice(iy, iy + 1), slice(ix, ix + 1))
-        c = _fragment_colour(None, (x, y), off, (comps > 0) if fg is None else fg, xy, cam, R) or 'gray'
+        c = _fragment_colour(None, (x, y), off, near_fg, xy, cam, R) or 'gray'
         add(np.ones((1, 1), bool), c, (x, y), sl)
     return (dets, final) if return_labels else dets
 
