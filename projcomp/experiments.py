@@ -24,7 +24,7 @@ from .compose import CompositionError
 from .spec import CompositionSpec, TermSpec
 from .zoo import ROLES, Zoo, ZooError  # noqa: F401  (the registry; re-exported for old imports)
 
-__all__ = ["SETTINGS", "ROLES", "Zoo", "setting_spec", "color_spec", "random_locations", "setting_framing", "ZooError"]
+__all__ = ["SETTINGS", "ROLES", "Zoo", "setting_term_model", "setting_spec", "color_spec", "random_locations", "setting_framing", "ZooError"]
 
 # Setting -> (role of the terms, background (role, cond)). cond None = the null label.
 SETTINGS = {
@@ -35,6 +35,14 @@ SETTINGS = {
     "C": {"terms": "clutter", "background": ("clutter", None),
           "title": "C: cluttered background"},
 }
+
+
+def setting_term_model(zoo: Zoo, setting: str, resolution: Optional[int] = None) -> str:
+    """The checkpoint that draws setting `setting`'s terms (at `resolution`, else the zoo's preferred
+    one): the one lookup setting_spec, setting_framing and the app share."""
+    if setting not in SETTINGS:
+        raise CompositionError(f"setting: {setting!r} is not one of {sorted(SETTINGS)}")
+    return zoo.find(SETTINGS[setting]["terms"], resolution)
 
 
 def setting_spec(zoo: Zoo, setting: str, locations: Sequence, seeds: Sequence[int],
@@ -53,10 +61,8 @@ def setting_spec(zoo: Zoo, setting: str, locations: Sequence, seeds: Sequence[in
     D's, so it is written as two terms of the same net: {"xy", "color"} with weight g·w_i and
     {"xy"} with weight (1 − g)·w_i (their sum of weights is w_i; the background enters as usual).
     g = 1 is the plain colour term. Places without a colour are unaffected."""
-    if setting not in SETTINGS:
-        raise CompositionError(f"setting: {setting!r} is not one of {sorted(SETTINGS)}")
+    term_model = setting_term_model(zoo, setting, resolution)
     s = SETTINGS[setting]
-    term_model = zoo.find(s["terms"], resolution)
     bg_role, bg_cond = s["background"]
     if bg_role == "empty" and zoo.has_empty_label(term_model):
         # One net models the empty scene too: D_b and D_i come from the same network (and the
@@ -153,9 +159,7 @@ def color_spec(zoo: Zoo, colors: Sequence[str], seeds: Sequence[int], weights: O
 def setting_framing(zoo: Zoo, setting: str, resolution: Optional[int] = None) -> str:
     """The square of CLEVR's frame that setting `setting`'s term nets draw (their dataset's framing):
     where its places are drawn and its samples judged."""
-    if setting not in SETTINGS:
-        raise CompositionError(f"setting: {setting!r} is not one of {sorted(SETTINGS)}")
-    return zoo.framing_of(zoo.find(SETTINGS[setting]["terms"], resolution))
+    return zoo.framing_of(setting_term_model(zoo, setting, resolution))
 
 
 def random_locations(k: int, seed: int, min_separation: float = 0.12, max_tries: int = 200,

@@ -257,7 +257,7 @@ _FRAGMENT = 0.5      # a component below this x a small object's area takes its 
 _AGREE = 0.6         # ... and so does one where fewer than this fraction of pixels share a label
 
 
-def _detect_with_centres(srgb, comps, lab, off, grad, min_area, cam, return_labels, fg=None):
+def _detect_with_centres(srgb, comps, lab, off, grad, min_area, cam, return_labels, fg):
     """Objects = the centre net's peaks; colours, masks and sizes from the colour components.
 
     Each peak is attached to the component it falls on (or one within `_ATTACH` x R px); a
@@ -326,7 +326,7 @@ def _detect_with_centres(srgb, comps, lab, off, grad, min_area, cam, return_labe
                 add(part, color, p[:2], sl)
     # A centre on the floor model's blind spot: the colour of the labelled foreground near it, or,
     # in an image where no pixel got a label, of the raw foreground near it.
-    near_fg = fg if (fg is not None and not comps.any()) else comps > 0
+    near_fg = comps > 0 if comps.any() else fg
     for x, y, _ in orphans:
         ix, iy = min(max(int(x), 0), W - 1), min(max(int(y), 0), H - 1)
         sl = (slice(iy, iy + 1), slice(ix, ix + 1))

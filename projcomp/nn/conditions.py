@@ -57,12 +57,11 @@ in every block at every pixel, so their difference starts out global and the net
 cancel it away from the object (the leak, measured in docs/clevr-models.md). With "map-local" a
 placed label's global embedding IS its background's: the empty scene's with "empty": true (Fig 3A),
 else the null label's (zeros; Fig 3C, whose background p_b is the null label of the clutter net:
-objects at a place among 0-4 others vs 1-5 objects anywhere). The place and colour reach the net only as the bump and the bump in the asked colour's
-channel (as "map-color"): term and background then see the same input everywhere but near the
-term's place, so locality is where the net starts, not what it must learn. With "empty" the null
-label (p_u) and colour-only labels keep their global embeddings. (Without "empty" the net tells a
-placed label from the null label by the map alone; before 2026-11-28 such rows heard the presence
-flag instead -- no shipped checkpoint used that variant.)
+objects at a place among 0-4 others vs 1-5 objects anywhere). The place and colour reach the net
+only as the bump and the bump in the asked colour's channel (as "map-color"): term and background
+then see the same input everywhere but near the term's place, so locality is where the net
+starts, not what it must learn. With "empty" the null label (p_u) and colour-only labels keep
+their global embeddings; without it a placed label is told from the null label by the map alone.
 
 Colour per object ("colors"). The label is [location features / sqrt(2K+1), one-hot colour],
 scaled to unit norm: location only, colour only and both all have unit norm, and dropping a

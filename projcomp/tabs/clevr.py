@@ -224,11 +224,11 @@ def build_denoiser(zoo: Zoo, setting: str, objs: Sequence[Obj], color_guidance: 
     and the term net has colours; with color_guidance g != 1 a coloured term is D_xy + g (D_xyc − D_xy)
     (two terms of Def 5.1, setting_spec's docstring). No objects = the background alone (one term of
     weight 0). Returns (denoiser, image shape, device, whether the colours were used)."""
-    from ..experiments import setting_spec
+    from ..experiments import setting_spec, setting_term_model
 
     locs = [[o.x, o.y] for o in objs] or [[0.5, 0.5]]
     ws = [o.w for o in objs] or [0.0]
-    term_model = zoo.find(SETTINGS[setting]["terms"])  # the net setting_spec picks for the terms
+    term_model = setting_term_model(zoo, setting)
     used = bool(term_colors(zoo, term_model)) and any(o.color for o in objs)
     spec = setting_spec(zoo, setting, locs, [0], ws, colors=[o.color for o in objs] if used else None,
                         color_guidance=color_guidance)
