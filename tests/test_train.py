@@ -302,3 +302,43 @@ def test_place_weight_is_the_labels_bump_and_reaches_the_gradient(data16, tmp_pa
     make_dataset("empty", 4, 16, empty, seed=0, workers=1, progress=False)
     with pytest.raises(T.TrainError, match="--place-weight: .*no location labels"):
         T.Trainer(T.resolve_config("tiny", {"place_weight": 5}), empty, str(tmp_path / "e"), progress=False)
+
+
+def test_a_warm_start_records_where_it_began_even_after_resume(data16, tmp_path):
+    """--init-from: the new checkpoint's config.json names the source (path as given, weights'
+    sha256, images seen, command), and keeps that record when the run is resumed after the
+    source folder was replaced -- a two-stage recipe stays reproducible from its last checkpoint."""
+    import hashlib
+    import shutil
+
+    base = ["--preset", "tiny", "--data", data16, "--status-every", "64", "--no-progress"]
+
+    def run_ok(args):
+        p = run_cli(args)
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+
+    stage1 = tmp_path / "stage1"
+    run_ok(base + ["--duration", "64", "--avg-last", "0", "--outdir", str(stage1)])
+    src = stage1 / "checkpoint"
+    sha = hashlib.sha256((src / "model.safetensors").read_bytes()).hexdigest()
+    s1 = json.load(open(src / "config.json"))
+    stage2 = base + ["--duration", "128", "--avg-last", "0", "--state-every", "64", "--keep-states", "4",
+                     "--init-from", str(src), "--outdir", str(tmp_path / "stage2")]
+    run_ok(stage2)
+    rec = json.load(open(tmp_path / "stage2" / "checkpoint" / "config.json"))["warm_start"]
+    assert rec["from"] == str(src) and rec["weights_sha256"] == sha
+    assert rec["images_seen"] == 64 and rec["command"] == s1["command"] and "--duration 64" in rec["command"]
+
+    # Resume stage 2 from its 64-image state after the source folder was replaced by other weights.
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    for name in ("training_options.json", f"training-state-{64:012d}.safetensors", f"training-state-{64:012d}.json"):
+        shutil.copy(tmp_path / "stage2" / name, cut / name)
+    shutil.rmtree(src)
+    shutil.copytree(tmp_path / "stage2" / "checkpoint", src)
+    i = stage2.index("--outdir")
+    run_ok(stage2[:i] + ["--outdir", str(cut)])
+    assert json.load(open(cut / "checkpoint" / "config.json"))["warm_start"] == rec
+    a, b = weights(tmp_path / "stage2" / "checkpoint"), weights(cut / "checkpoint")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the resumed run is the same run

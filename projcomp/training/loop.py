@@ -211,6 +211,7 @@ class Trainer:
         self.emas = [[p.detach().clone().float() for p in self.params] for _ in cfg["ema_stds"]]
         self.cur_nimg = 0
         self.step = 0
+        self.warm_start = None      # provenance of --init-from (set in run(); kept in training_options.json)
 
     #------------------------------------------------------------------
     # Data.
@@ -336,6 +337,7 @@ class Trainer:
             "images_seen": self.cur_nimg, "updates": self.step, "final": final and self.cur_nimg >= self.total_nimg,
             "averaging": averaging, "dataset": {"path": self.data, "sha256": self.data_sha256, **self.meta},
             "training": self.cfg, "command": self.command,
+            **({"warm_start": self.warm_start} if self.warm_start else {}),
         }, fp16=self.cfg["save_fp16"])
 
     def _write_final(self, final_dir: str) -> None:
@@ -358,6 +360,7 @@ class Trainer:
             self._log(f"resuming from {latest} at {self.cur_nimg} images")
         elif cfg["init_from"]:
             S.warm_start(self.net, cfg["init_from"], renormalize=cfg["force_wn"] == "after", log=self._log)
+            self.warm_start = S.warm_start_record(cfg["init_from"])
             with torch.no_grad():
                 for ema in self.emas:
                     for e, p in zip(ema, self.params):
@@ -365,7 +368,16 @@ class Trainer:
         if latest is None and self.rank == 0:
             ckpt.atomic_write_json(os.path.join(self.outdir, "training_options.json"),
                                    {"config": cfg, "data": self.data, "data_sha256": self.data_sha256, "command": self.command,
-                                    "world": self.world, "num_parameters": sum(p.numel() for p in self.params)})
+                                    "world": self.world, "num_parameters": sum(p.numel() for p in self.params),
+                                    **({"warm_start": self.warm_start} if self.warm_start else {})})
+        elif latest is not None and cfg["init_from"]:
+            # Resumed: the warm start's provenance was recorded when the run began (the folder it
+            # names may since have been replaced, e.g. by this run's own installed checkpoint).
+            try:
+                with open(os.path.join(self.outdir, "training_options.json")) as f:
+                    self.warm_start = json.load(f).get("warm_start")
+            except (OSError, json.JSONDecodeError):
+                self.warm_start = None
         stats_path = os.path.join(self.outdir, "stats.jsonl")
         if self.rank == 0:
             self._truncate_stats(stats_path)

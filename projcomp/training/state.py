@@ -148,6 +148,24 @@ def save_checkpoint(folder: str, net: torch.nn.Module, weights: Sequence[torch.T
     ckpt.save(folder, out, config, fp16=fp16)
 
 
+def warm_start_record(folder: str) -> dict:
+    """What a warm start began from, for the new checkpoint's config.json: the source's path as
+    given, its weights' sha256, images seen, command and (recursively) its own warm start, so a
+    multi-stage recipe stays reproducible from the last checkpoint alone."""
+    src = ckpt.resolve_folder(folder)
+    try:
+        with open(os.path.join(src, ckpt.CONFIG_NAME)) as f:
+            cfg = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        cfg = {}
+    rec = {"from": folder, "weights_sha256": ckpt.file_sha256(os.path.join(src, ckpt.WEIGHTS_NAME)),
+           "images_seen": cfg.get("images_seen"), "command": cfg.get("command"),
+           "dataset_command": (cfg.get("dataset") or {}).get("command")}
+    if cfg.get("warm_start"):
+        rec["warm_start"] = cfg["warm_start"]
+    return rec
+
+
 def warm_start(net: torch.nn.Module, folder: str, renormalize: bool, log: Callable[[str], None]) -> None:
     """Copy a checkpoint's weights into `net` where names and shapes match.
 
