@@ -9,9 +9,12 @@
 #                     empty scene's global embedding; place and colour reach the net only as input
 #                     maps), --place-weight 20 (the loss listens 21x harder at the labelled place),
 #                     lr 0.024 after a 1 Ki warm-up, 40 Ki images (~70 min on one core), the last
-#                     384 updates averaged. Each change was measured alone first
-#                     (docs/clevr-models.md); the shipped checkpoint is this command with --outdir
-#                     runs/exp/pw20-local-40k (run as 0-24 Ki and resumed to 40 Ki: bit-identical).
+#                     384 updates averaged; then stage 2: --init-from stage 1's checkpoint, the lr
+#                     decaying after 8 Ki images (--t-ref 256), 80 Ki images (~75 min), --seed 1.
+#                     Each change was measured alone first (docs/clevr-models.md, the last: "A
+#                     second stage with a decaying learning rate"); the shipped checkpoint is stage
+#                     2 run as runs/exp/cont-decay-80k from the stage-1 net then in
+#                     checkpoints/clevr-object-32 (its config.json: "warm_start").
 #   clevr-clutter-32  the cluttered pair of setting C (dataset preset clutter-location: an object
 #                     at (x, y) among 0-4 others; its null label is C's background, 1-5 objects
 #                     anywhere). The same recipe as the object net: map-local (a placed label
@@ -35,7 +38,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 N_OBJ=${N_OBJ:-32768}; N_CLU=${N_CLU:-8192}; SEED=${SEED:-1}
-DUR_OBJ=${DUR_OBJ:-40Ki}; DUR_CLU=${DUR_CLU:-40Ki}
+DUR_OBJ=${DUR_OBJ:-40Ki}; DUR_OBJ2=${DUR_OBJ2:-80Ki}; DUR_CLU=${DUR_CLU:-40Ki}
 OBJ_FRAMING=${OBJ_FRAMING:-centre}
 # The recipe both nets share (each change measured alone first, docs/clevr-models.md).
 RECIPE=(--avg-last 384 --rampup 1Ki --lr 0.024 --place-weight 20 --cond-encoding map-local)
@@ -64,8 +67,12 @@ train() {  # run dataset-preset n duration [options]; installs into checkpoints/
 # as its data exists, the clutter data renders beside it.
 make_data object-empty "$N_OBJ" "$OBJ_FRAMING"
 OBJ_RUN=clevr-object-32$(suffix "$OBJ_FRAMING")
-INSTALL=$([ "$OBJ_FRAMING" = centre ] && echo 1 || echo 0) FRAMING=$OBJ_FRAMING \
-  train "$OBJ_RUN" object-empty "$N_OBJ" "$DUR_OBJ" "${RECIPE[@]}" > "logs/$OBJ_RUN.log" 2>&1 &
+# Stage 1 (the recipe at a constant learning rate), then stage 2: a warm start from stage 1's
+# averaged weights with the inverse-sqrt decay after 256 updates (8 Ki images), the only change.
+( FRAMING=$OBJ_FRAMING INSTALL=0 train "$OBJ_RUN" object-empty "$N_OBJ" "$DUR_OBJ" "${RECIPE[@]}" &&
+  INSTALL=$([ "$OBJ_FRAMING" = centre ] && echo 1 || echo 0) FRAMING=$OBJ_FRAMING AS=$OBJ_RUN \
+    train "$OBJ_RUN-decay" object-empty "$N_OBJ" "$DUR_OBJ2" "${RECIPE[@]}" --t-ref 256 --seed 1 \
+      --init-from "$RUNS/$OBJ_RUN/checkpoint" --status-every 4Ki --state-every 8Ki ) > "logs/$OBJ_RUN.log" 2>&1 &
 p1=$!
 make_data clutter-location "$N_CLU"
 train clevr-clutter-32 clutter-location "$N_CLU" "$DUR_CLU" "${RECIPE[@]}" \
