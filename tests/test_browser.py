@@ -137,8 +137,15 @@ def _no_error(page):
             assert "Error" not in page.locator(sel).inner_text(), (sel, page.locator(sel).inner_text())
 
 
-def _image_loaded(page, sel):
-    return page.locator(f"{sel} img").first.evaluate("img => img.complete && img.naturalWidth > 0")
+def _image_loaded(page, sel, timeout=30_000):
+    """True once `sel` shows a decoded image. The progress text can say Done a moment before the
+    browser has fetched the new image (seen on a loaded machine), so this waits, up to `timeout`."""
+    try:
+        page.wait_for_function("""sel => { const img = document.querySelector(sel + ' img');
+            return !!img && img.complete && img.naturalWidth > 0; }""", arg=sel, timeout=timeout)
+        return True
+    except Exception:
+        return False
 
 
 def _coords(page) -> list:
