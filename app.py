@@ -189,7 +189,7 @@ def status_markdown(zoo, status: dict, problems) -> str:
 def build_clevr_tab(zoo, cfg: Config, status: dict) -> dict:
     colors = status["location_colors"]
     bg_available = [(label, key) for label, key in tc.BG_CHOICES if status["backgrounds"][key]]
-    default_objs = tc.default_objects(colors)
+    default_objs = [tc.Obj(x, y) for x, y in tc.DEFAULT_OBJECTS]
     framing = status["framing"]  # the canvas shows the floor as the location net's images frame it
 
     def draw(objs, sel=None):

@@ -160,13 +160,6 @@ def test_colour_control_follows_the_location_schema(tiny_zoo_dir, tiny_color_zoo
     assert "Colours ignored by C: cluttered background" in clevr.headline(res, [clevr.Obj(0.3, 0.5, 1.0, "red")], 1, False)
     assert any(ex["label"] == "a colour per object" for ex in clevr.examples(common.zoo_status(coloured)))
     assert not any(ex["label"] == "a colour per object" for ex in clevr.examples(common.zoo_status(plain)))
-    # The first scene a visitor sees asks for a colour per object where the net takes one (the
-    # shipped net draws solid objects then), and plain places otherwise; the table shows them.
-    first = clevr.default_objects(common.zoo_status(coloured)["location_colors"])
-    assert [o.color for o in first] == ["red", "blue", "yellow"]
-    assert [o.color for o in clevr.default_objects(common.zoo_status(plain)["location_colors"])] == [None] * 3
-    assert [r[3] for r in _component(a_col, "objects").value["data"]] == ["red", "blue", "yellow"]
-    assert len(_component(a_plain, "objects").value["data"][0]) == 3
     # Colour guidance g: only for a net with colours; a coloured term becomes D_xy + g (D_xyc - D_xy).
     assert not _component(a_plain, "color-guidance").visible and _component(a_col, "color-guidance").visible
     assert _component(a_col, "color-guidance").value == clevr.DEFAULT_GUIDANCE

@@ -202,17 +202,6 @@ def set_color(objs: list, selected: Optional[int], color: Optional[str], colors:
     return objs
 
 
-def default_objects(colors=None) -> list:
-    """The scene a visitor first sees: three objects in the front half of the floor, each asking
-    for a colour (red, blue, yellow) when the location net takes one. With a colour asked (and
-    colour guidance) the shipped net draws solid one-colour objects; "any colour" draws textured
-    near objects (README, known limits), so the first composition a visitor sees is the clean one."""
-    if not colors:
-        return [Obj(x, y) for x, y in DEFAULT_OBJECTS]
-    pick = [c for c in ("red", "blue", "yellow") if c in colors] or list(colors)[:3]
-    return [Obj(x, y, 1.0, c) for (x, y), c in zip(DEFAULT_OBJECTS, pick * 3)]
-
-
 def random_objects(k, seed, framing: str = "centre") -> list:
     """k places drawn by the CLEVR scene sampler (valid, visible, separated, in the images of
     `framing`), weight 1."""
@@ -523,7 +512,10 @@ def examples(status: dict) -> list:
                 dict(label="NOT: negative weight", objects=[Obj(0.3, 0.5), Obj(0.7, 0.5), Obj(0.5, 0.7, -1.0)],
                      background="empty", steps=16, seed=2, samples=4)]
         if status["location_colors"]:
-            out.append(dict(label="a colour per object", objects=default_objects(status["location_colors"]),
+            cs = status["location_colors"]
+            pick = [c for c in ("red", "blue", "yellow") if c in cs] or cs[:3]
+            out.append(dict(label="a colour per object", objects=[Obj(x, y, 1.0, c) for (x, y), c in
+                                                                  zip(DEFAULT_OBJECTS, pick)],
                             background="empty", steps=16, seed=0, samples=4))
     if status["backgrounds"].get("clutter"):
         out.append(dict(label="cluttered vs Bayes", objects=[Obj(x, y) for x, y in random_locations(4, 5, framing=framing)],
