@@ -144,7 +144,7 @@ def _image_loaded(page, sel, timeout=30_000):
         page.wait_for_function("""sel => { const img = document.querySelector(sel + ' img');
             return !!img && img.complete && img.naturalWidth > 0; }""", arg=sel, timeout=timeout)
         return True
-    except Exception:
+    except sync_api.TimeoutError:
         return False
 
 

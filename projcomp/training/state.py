@@ -154,9 +154,8 @@ def warm_start_record(folder: str) -> dict:
     multi-stage recipe stays reproducible from the last checkpoint alone."""
     src = ckpt.resolve_folder(folder)
     try:
-        with open(os.path.join(src, ckpt.CONFIG_NAME)) as f:
-            cfg = json.load(f)
-    except (OSError, json.JSONDecodeError):
+        cfg = ckpt.read_config(src, format=None)
+    except ckpt.CheckpointError:  # weights without a readable config still warm-start; record what is known
         cfg = {}
     rec = {"from": folder, "weights_sha256": ckpt.file_sha256(os.path.join(src, ckpt.WEIGHTS_NAME)),
            "images_seen": cfg.get("images_seen"), "command": cfg.get("command"),
