@@ -232,6 +232,126 @@ def rejudge(outdir: str, log=print) -> list:
     return rows
 
 
+# What must agree between fig3 runs for their samples to be one Table 1 (config.json keys).
+MERGE_SAME = ("location_sets", "weight", "colors", "color_guidance", "steps", "bf16", "churn", "solver", "resolution")
+
+
+def fig3_nets(zoo: Zoo, settings: Sequence[str], resolution: int | None = None) -> dict:
+    """{setting: {"checkpoint": name, "weights_sha256": ...}} of the net that draws each setting (A, B
+    and C's backgrounds come from the same nets as their terms), so that runs can be matched later."""
+    from .checkpoint import WEIGHTS_NAME, file_sha256
+    from .experiments import setting_term_model
+    out = {}
+    for s in settings:
+        name = setting_term_model(zoo, s, resolution)
+        path = os.path.join(zoo.root, name, WEIGHTS_NAME)
+        out[s] = {"checkpoint": name, "weights_sha256": file_sha256(path) if os.path.isfile(path) else None}
+    return out
+
+
+def merge(inputs: Sequence[str], outdir: str, log=print) -> list:
+    """One Table 1 from several fig3 runs of the same protocol that cover different seeds (or
+    different k / settings): e.g. seeds 0-7 from one run and 8-31 from another, or k = 1..4 and
+    5..9 sampled in two processes. A seed's image does not depend on the other seeds in its run
+    (per-seed noise), so the merged samples are those one run over all the seeds would have made.
+    Refuses, naming the run and the key, runs sampled differently (MERGE_SAME, the nets' weights
+    where recorded, the places and colours asked for, the framing), a seed sampled twice, and a
+    result whose parts cover different seeds. Writes samples.npz, Table 1, per_image.json, the
+    grids (first 8 seeds of location set 0) and config.json with every input's command."""
+    from PIL import Image
+
+    if len(inputs) < 2:
+        raise ValueError("merge: give at least two fig3 --outdir folders")
+    out_real = os.path.realpath(outdir)
+    configs, datas = [], []
+    for d in inputs:
+        if os.path.realpath(d) == out_real:
+            raise ValueError(f"merge: --outdir {outdir!r} is one of the inputs; write the merged run to a new folder")
+        path, cpath = os.path.join(d, "samples.npz"), os.path.join(d, "config.json")
+        if not os.path.isfile(path) or not os.path.isfile(cpath):
+            raise ValueError(f"{d!r}: no samples.npz and config.json there (not a fig3 --outdir)")
+        with open(cpath) as f:
+            configs.append(json.load(f))
+        with np.load(path) as z:
+            datas.append({k: z[k] for k in z.files})
+    first = configs[0]
+    for d, c in zip(inputs[1:], configs[1:]):
+        for key in MERGE_SAME:
+            if c.get(key) != first.get(key):
+                raise ValueError(f"{d!r}: {key} = {c.get(key)!r} but {inputs[0]!r} has {first.get(key)!r}; "
+                                 "merge only runs sampled alike")
+    nets: dict = {}  # setting -> (weights sha, the run that recorded it)
+    for d, c in zip(inputs, configs):
+        for s, rec in (c.get("nets") or {}).items():
+            sha = rec.get("weights_sha256")
+            if sha and s in nets and nets[s][0] != sha:
+                raise ValueError(f"{d!r}: setting {s} was sampled by other weights than in {nets[s][1]!r} "
+                                 f"({sha[:12]} vs {nets[s][0][:12]})")
+            if sha:
+                nets.setdefault(s, (sha, d))
+    parts: dict = {}  # "A/k3/set0" -> [(seeds, images)]
+    asked: dict = {}  # "A/k3/set0/locations" (or /colors, A/framing) -> (value, the run it came from)
+    for d, data in zip(inputs, datas):
+        seeds = [int(s) for s in data["seeds"].tolist()]
+        for key, val in data.items():
+            if key == "seeds":
+                continue
+            if len(key.split("/")) == 3 and key.split("/")[2].startswith("set"):
+                parts.setdefault(key, []).append((seeds, val))
+                continue
+            if key in asked and not (np.shape(asked[key][0]) == np.shape(val) and np.array_equal(asked[key][0], val)):
+                raise ValueError(f"{d!r}: {key} differs from {asked[key][1]!r}'s; these runs asked for other places "
+                                 "or colours")
+            asked.setdefault(key, (val, d))
+    merged, seed_list = {}, None
+    for key, ps in parts.items():
+        seeds = [s for ss, _ in ps for s in ss]
+        dup = sorted({s for s in seeds if seeds.count(s) > 1})
+        if dup:
+            raise ValueError(f"{key}: seed {dup[0]} was sampled by more than one input; give each seed once")
+        order = np.argsort(seeds, kind="stable")
+        merged[key] = np.concatenate([imgs for _, imgs in ps])[order]
+        seeds = sorted(seeds)
+        if seed_list is None:
+            seed_list, seed_key = seeds, key
+        elif seeds != seed_list:
+            raise ValueError(f"{key} covers seeds {_span(seeds)} but {seed_key} covers {_span(seed_list)}; "
+                             "the merged runs must give every setting, k and location set the same seeds")
+    if not merged:
+        raise ValueError("merge: the inputs hold no samples")
+    # rows in (setting, k, location set) order whichever way the inputs split the work
+    merged = dict(sorted(merged.items(), key=lambda kv: (kv[0].split("/")[0], int(kv[0].split("/")[1][1:]),
+                                                          int(kv[0].split("/")[2][3:]))))
+    os.makedirs(outdir, exist_ok=True)
+    np.savez_compressed(os.path.join(outdir, "samples.npz"), seeds=np.asarray(seed_list), **merged,
+                        **{k: v for k, (v, _) in asked.items()})
+    with open(os.path.join(outdir, "config.json"), "w") as f:
+        json.dump({"cmd": "merge", **{k: first.get(k) for k in MERGE_SAME}, "seeds": _span(seed_list),
+                   "nets": {s: {"weights_sha256": sha} for s, (sha, _) in nets.items()},
+                   "inputs": [{"outdir": d, "command": c.get("command")} for d, c in zip(inputs, configs)]},
+                  f, indent=2)
+    rows = rejudge(outdir, log=log)
+    for setting in sorted({k.split("/")[0] for k in merged}):
+        ks = sorted({int(k.split("/")[1][1:]) for k in merged if k.startswith(setting + "/")})
+        grid_rows = [merged[f"{setting}/k{k}/set0"][:8] for k in ks if f"{setting}/k{k}/set0" in merged]
+        if grid_rows:
+            grid = _grid(np.concatenate(grid_rows), rows=len(grid_rows), cols=min(8, len(seed_list)))
+            Image.fromarray(grid).save(os.path.join(outdir, f"fig3_{setting}.png"))
+    return rows
+
+
+def _span(seeds: Sequence[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2,5' (for messages and config.json)."""
+    out, i = [], 0
+    while i < len(seeds):
+        j = i
+        while j + 1 < len(seeds) and seeds[j + 1] == seeds[j] + 1:
+            j += 1
+        out.append(str(seeds[i]) if i == j else f"{seeds[i]}-{seeds[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
 def _new_stats() -> dict:
     return {"exact": 0, "hits": 0, "req": 0, "det": 0, "n": 0, "contrast": [], "col_ok": 0, "col_n": 0}
 
@@ -679,6 +799,8 @@ def main(argv=None) -> int:
     p5.add_argument("--grid-cols", type=int, default=8, help="first N seeds per pair in the grids")
     pt = sub.add_parser("theory", help="the exact-score toys (App. G eq. 17/18, 2-D experts, feature maps)")
     pr = sub.add_parser("rejudge", help="Table 1 again from a fig3 --outdir's samples.npz with the current detector")
+    pm = sub.add_parser("merge", help="one Table 1 from fig3 runs of the same protocol over different seeds (or k)")
+    pm.add_argument("--inputs", nargs="+", required=True, help="fig3 --outdir folders to merge")
     ph = sub.add_parser("handcheck", help="a numbered sheet of N generated samples from a fig3 --outdir, to count by "
                         "hand; with --hand, the detector's agreement")
     ph.add_argument("--n", type=int, default=50)
@@ -696,10 +818,10 @@ def main(argv=None) -> int:
     pc.add_argument("--scenes", type=int, default=24, help="rendered one-object scenes")
     for p in list(sub.choices.values()):
         p.add_argument("--outdir", required=True)
-        if p not in (pt, pr, ph):
+        if p not in (pt, pr, ph, pm):
             p.add_argument("--device", default="cpu", help="where the nets sample: cpu (default) or cuda; the noise "
                            "comes from per-seed CPU generators, so a seed gives the same image on either")
-        if p in (pt, pr, pl, ph, pc):
+        if p in (pt, pr, pl, ph, pc, pm):
             continue
         p.add_argument("--seeds", nargs="+", default=["0-7"])
         p.add_argument("--steps", type=int, default=32)
@@ -720,10 +842,16 @@ def main(argv=None) -> int:
         config = _portable(config)
     # rejudge keeps the fig3 run's config.json (it did the sampling) and records itself beside it.
     # handcheck likewise reads a fig3 run's folder: its own record goes beside, not over, config.json.
+    # merge writes its own config.json (the inputs' commands) once the inputs are checked.
     own = {"rejudge": "rejudge.json", "handcheck": "handcheck_command.json"}.get(args.cmd, "config.json")
-    with open(os.path.join(args.outdir, own), "w") as f:
-        json.dump(config, f, indent=2)
+    if args.cmd != "merge":
+        with open(os.path.join(args.outdir, own), "w") as f:
+            json.dump(config, f, indent=2)
     try:
+        if args.cmd == "merge":
+            for r in merge(args.inputs, args.outdir):
+                print(json.dumps(r))
+            return 0
         if args.cmd == "rejudge":
             rows = rejudge(args.outdir)
             for r in rows:
@@ -755,6 +883,10 @@ def main(argv=None) -> int:
         seeds = parse_seeds(args.seeds)
         if args.cmd in ("fig3", "table1"):
             ks = parse_seeds(args.k)
+            # the nets' weights, so that runs over other seeds can be merged with this one (merge)
+            config["nets"] = fig3_nets(zoo, args.settings, args.resolution)
+            with open(os.path.join(args.outdir, "config.json"), "w") as f:
+                json.dump(config, f, indent=2)
             rows = fig3(zoo, args.settings, ks, seeds, args.outdir, args.location_sets, sampler, args.resolution, args.batch,
                         weight=args.weight, colors=None if args.colors == "any" else args.colors,
                         color_guidance=args.color_guidance)

@@ -213,3 +213,45 @@ def test_device_option_names_bad_devices_and_cpu_is_the_default(tiny_zoo_dir, tm
     assert eval_main(args + ["--device", "cpu", "--outdir", str(tmp_path / "e")]) == 0
     with np.load(tmp_path / "d" / "samples.npz") as a, np.load(tmp_path / "e" / "samples.npz") as b:
         assert np.array_equal(a["A/k2/set0"], b["A/k2/set0"])
+
+
+def test_evaluate_merge_equals_one_run_over_all_seeds(tiny_zoo_dir, tmp_path, capsys):
+    """Table 1 merged from runs over seeds 0-1 and 2 (k split as well) is the table of one run over
+    seeds 0-2, image for image (batch 1: in bigger batches oneDNN's round-off depends on the batch
+    size, so images agree to float round-off only); runs sampled differently, a seed given twice, or parts that cover
+    different seeds are refused with a message that names the problem."""
+    import numpy as np
+    from projcomp.evaluate import main as eval_main
+
+    def run(name, seeds, k="1-2", *extra):
+        assert eval_main(["fig3", "--checkpoints", tiny_zoo_dir, "--settings", "A", "--k", k, "--seeds", seeds,
+                          "--location-sets", "2", "--steps", "2", "--batch", "1", *extra,
+                          "--outdir", str(tmp_path / name)]) == 0
+        return str(tmp_path / name)
+
+    whole, a, b1, b2 = run("whole", "0-2"), run("a", "0-1"), run("b1", "2", "1"), run("b2", "2", "2")
+    cfg = json.load(open(os.path.join(whole, "config.json")))
+    assert set(cfg["nets"]) == {"A"} and len(cfg["nets"]["A"]["weights_sha256"]) == 64
+    m = str(tmp_path / "merged")
+    assert eval_main(["merge", "--inputs", b2, a, b1, "--outdir", m]) == 0
+    assert open(os.path.join(m, "table1.csv")).read() == open(os.path.join(whole, "table1.csv")).read()
+    with np.load(os.path.join(whole, "samples.npz")) as zw, np.load(os.path.join(m, "samples.npz")) as zm:
+        assert sorted(zw.files) == sorted(zm.files) and zm["seeds"].tolist() == [0, 1, 2]
+        for key in zw.files:
+            assert np.array_equal(zw[key], zm[key]), key
+    mc = json.load(open(os.path.join(m, "config.json")))
+    assert mc["seeds"] == "0-2" and len(mc["inputs"]) == 3 and mc["steps"] == 2
+    assert os.path.isfile(os.path.join(m, "fig3_A.png"))
+
+    def refused(inputs, needle, out="bad"):
+        capsys.readouterr()
+        rc = eval_main(["merge", "--inputs", *inputs, "--outdir", str(tmp_path / out)])
+        err = capsys.readouterr().err.strip().splitlines()
+        return rc == 2 and len(err) == 1 and needle in err[0]
+
+    assert refused([a, run("a_again", "1-2")], "seed 1")                  # seed 1 twice
+    assert refused([a, b1], "covers seeds")                                # k = 2 has seeds 0-1 only
+    assert refused([a, run("s3", "2", "1-2", "--steps", "3")], "steps")   # sampled differently
+    assert refused([a, str(tmp_path / "nowhere")], "not a fig3")
+    assert refused([a, b1, b2], "one of the inputs", out="a")              # would overwrite an input
+    assert not os.path.exists(tmp_path / "bad" / "samples.npz")
