@@ -328,7 +328,8 @@ def merge(inputs: Sequence[str], outdir: str, log=print) -> list:
     with open(os.path.join(outdir, "config.json"), "w") as f:
         json.dump({"cmd": "merge", **{k: first.get(k) for k in MERGE_SAME}, "seeds": _span(seed_list),
                    "nets": {s: {"weights_sha256": sha} for s, (sha, _) in nets.items()},
-                   "inputs": [{"outdir": d, "command": c.get("command")} for d, c in zip(inputs, configs)]},
+                   # paths as given, but never this machine's absolute ones (results get shipped)
+                   "inputs": [_portable({"outdir": d, "command": c.get("command")}) for d, c in zip(inputs, configs)]},
                   f, indent=2)
     rows = rejudge(outdir, log=log)
     for setting in sorted({k.split("/")[0] for k in merged}):

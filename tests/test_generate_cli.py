@@ -241,6 +241,7 @@ def test_evaluate_merge_equals_one_run_over_all_seeds(tiny_zoo_dir, tmp_path, ca
             assert np.array_equal(zw[key], zm[key]), key
     mc = json.load(open(os.path.join(m, "config.json")))
     assert mc["seeds"] == "0-2" and len(mc["inputs"]) == 3 and mc["steps"] == 2
+    assert not any(os.path.isabs(tok) for i in mc["inputs"] for tok in [i["outdir"], *i["command"].split()])
     assert os.path.isfile(os.path.join(m, "fig3_A.png"))
 
     def refused(inputs, needle, out="bad"):
