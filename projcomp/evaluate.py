@@ -24,6 +24,7 @@ first N seeds: nothing is cherry-picked.
 from __future__ import annotations
 
 import argparse
+import collections
 import csv
 import json
 import os
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 
 from .compose import CompositionError
+from .files import atomic_write_json
 from .experiments import SETTINGS, color_spec, random_locations, setting_framing, setting_spec
 from .zoo import Zoo, ZooError, torch_device
 from .generate import parse_seeds, run_spec
@@ -142,6 +144,20 @@ def _write_table(rows: list, outdir: str, name: str, title: str) -> None:
             f.write("| " + " | ".join(fmt(r[k]) for k in keys) + " |\n")
 
 
+def samples_key(setting: str, k: int, location_set: int) -> str:
+    """The samples.npz key of one location set's images ("A/k3/set0"); "<key>/locations" and
+    "<key>/colors" hold what was asked for, "<setting>/framing" the frame it was judged in."""
+    return f"{setting}/k{int(k)}/set{int(location_set)}"
+
+
+def parse_samples_key(key: str):
+    """(setting, k, location set) of an images key of samples.npz, None for any other key."""
+    parts = key.split("/")
+    if len(parts) != 3 or not parts[1].startswith("k") or not parts[2].startswith("set"):
+        return None
+    return parts[0], int(parts[1][1:]), int(parts[2][3:])
+
+
 def random_colors(k: int, location_set: int) -> list:
     """A colour per place for `--colors random`: drawn from CLEVR's eight by a seed of (k, set)."""
     from .clevr.scene import CLEVR_COLORS
@@ -180,10 +196,11 @@ def fig3(zoo: Zoo, settings: Sequence[str], ks: Sequence[int], seeds: Sequence[i
                 t0 = time.perf_counter()
                 imgs = to_uint8(run_spec(spec, zoo, batch=batch))
                 dt = time.perf_counter() - t0
-                samples[f"{setting}/k{k}/set{j}"] = imgs
-                samples[f"{setting}/k{k}/set{j}/locations"] = np.asarray(locs, np.float64).reshape(-1, 2)
+                key = samples_key(setting, k, j)
+                samples[key] = imgs
+                samples[key + "/locations"] = np.asarray(locs, np.float64).reshape(-1, 2)
                 if cols is not None:
-                    samples[f"{setting}/k{k}/set{j}/colors"] = np.asarray(cols)
+                    samples[key + "/colors"] = np.asarray(cols)
                 per_image += _judge_set(stats, imgs, locs, setting, j, seeds, cols, framing)
                 if j == 0:
                     row_imgs = imgs
@@ -217,10 +234,10 @@ def rejudge(outdir: str, log=print) -> list:
     seeds = data["seeds"].tolist()
     stats: dict = {}
     rows, per_image = [], []
-    for key in data:  # "A/k3/set0" -> images; ".../locations", ".../colors" -> what was asked for
-        parts = key.split("/")
-        if len(parts) == 3:
-            setting, k, j = parts[0], int(parts[1][1:]), int(parts[2][3:])
+    for key in data:  # images keys; ".../locations", ".../colors" -> what was asked for
+        parsed = parse_samples_key(key)
+        if parsed is not None:
+            setting, k, j = parsed
             st = stats.setdefault((setting, k), _new_stats())
             cols = data[key + "/colors"].tolist() if key + "/colors" in data else None
             per_image += _judge_set(st, data[key], data[key + "/locations"].tolist(), setting, j, seeds, cols,
@@ -296,7 +313,7 @@ def merge(inputs: Sequence[str], outdir: str, log=print) -> list:
         for key, val in data.items():
             if key == "seeds":
                 continue
-            if len(key.split("/")) == 3 and key.split("/")[2].startswith("set"):
+            if parse_samples_key(key) is not None:
                 parts.setdefault(key, []).append((seeds, val))
                 continue
             if key in asked and not (np.shape(asked[key][0]) == np.shape(val) and np.array_equal(asked[key][0], val)):
@@ -306,7 +323,7 @@ def merge(inputs: Sequence[str], outdir: str, log=print) -> list:
     merged, seed_list = {}, None
     for key, ps in parts.items():
         seeds = [s for ss, _ in ps for s in ss]
-        dup = sorted({s for s in seeds if seeds.count(s) > 1})
+        dup = sorted(s for s, n in collections.Counter(seeds).items() if n > 1)
         if dup:
             raise ValueError(f"{key}: seed {dup[0]} was sampled by more than one input; give each seed once")
         order = np.argsort(seeds, kind="stable")
@@ -320,21 +337,20 @@ def merge(inputs: Sequence[str], outdir: str, log=print) -> list:
     if not merged:
         raise ValueError("merge: the inputs hold no samples")
     # rows in (setting, k, location set) order whichever way the inputs split the work
-    merged = dict(sorted(merged.items(), key=lambda kv: (kv[0].split("/")[0], int(kv[0].split("/")[1][1:]),
-                                                          int(kv[0].split("/")[2][3:]))))
+    merged = dict(sorted(merged.items(), key=lambda kv: parse_samples_key(kv[0])))
     os.makedirs(outdir, exist_ok=True)
     np.savez_compressed(os.path.join(outdir, "samples.npz"), seeds=np.asarray(seed_list), **merged,
                         **{k: v for k, (v, _) in asked.items()})
-    with open(os.path.join(outdir, "config.json"), "w") as f:
-        json.dump({"cmd": "merge", **{k: first.get(k) for k in MERGE_SAME}, "seeds": _span(seed_list),
-                   "nets": {s: {"weights_sha256": sha} for s, (sha, _) in nets.items()},
-                   # paths as given, but never this machine's absolute ones (results get shipped)
-                   "inputs": [_portable({"outdir": d, "command": c.get("command")}) for d, c in zip(inputs, configs)]},
-                  f, indent=2)
+    atomic_write_json(os.path.join(outdir, "config.json"), {
+        "cmd": "merge", **{k: first.get(k) for k in MERGE_SAME}, "seeds": _span(seed_list),
+        "nets": {s: {"weights_sha256": sha} for s, (sha, _) in nets.items()},
+        # paths as given, but never this machine's absolute ones (results get shipped)
+        "inputs": [_portable({"outdir": d, "command": c.get("command")}) for d, c in zip(inputs, configs)]})
     rows = rejudge(outdir, log=log)
-    for setting in sorted({k.split("/")[0] for k in merged}):
-        ks = sorted({int(k.split("/")[1][1:]) for k in merged if k.startswith(setting + "/")})
-        grid_rows = [merged[f"{setting}/k{k}/set0"][:8] for k in ks if f"{setting}/k{k}/set0" in merged]
+    keys = [parse_samples_key(k) for k in merged]
+    for setting in sorted({st for st, _, _ in keys}):
+        # the first 8 seeds of location set 0, a row per k, as fig3 draws them
+        grid_rows = [merged[samples_key(st, k, j)][:8] for st, k, j in keys if st == setting and j == 0]
         if grid_rows:
             grid = _grid(np.concatenate(grid_rows), rows=len(grid_rows), cols=min(8, len(seed_list)))
             Image.fromarray(grid).save(os.path.join(outdir, f"fig3_{setting}.png"))
@@ -559,12 +575,12 @@ def handcheck(outdir: str, n: int = 50, seed: int = 0, hand: Sequence[int] | Non
     if not os.path.isfile(path):
         raise ValueError(f"{path!r}: not found (run `python -m projcomp.evaluate fig3 --outdir {outdir}` first)")
     with np.load(path) as z:
-        keys = [k for k in z.files if len(k.split("/")) == 3]
+        keys = [k for k in z.files if parse_samples_key(k) is not None]
         pool = [(k, i) for k in keys for i in range(len(z[k]))]
         rng = np.random.default_rng(seed)
         pick = [pool[j] for j in rng.choice(len(pool), size=min(n, len(pool)), replace=False)]
         imgs = [z[k][i] for k, i in pick]
-        framings = [_stored_framing(z, k.split("/")[0]) for k, _ in pick]
+        framings = [_stored_framing(z, parse_samples_key(k)[0]) for k, _ in pick]
     det = [len(detect(img, framing=f)) for img, f in zip(imgs, framings)]
     scale, cols, label_h = 6, 10, 14
     tiles = []
@@ -886,8 +902,7 @@ def main(argv=None) -> int:
             ks = parse_seeds(args.k)
             # the nets' weights, so that runs over other seeds can be merged with this one (merge)
             config["nets"] = fig3_nets(zoo, args.settings, args.resolution)
-            with open(os.path.join(args.outdir, "config.json"), "w") as f:
-                json.dump(config, f, indent=2)
+            atomic_write_json(os.path.join(args.outdir, "config.json"), config)
             rows = fig3(zoo, args.settings, ks, seeds, args.outdir, args.location_sets, sampler, args.resolution, args.batch,
                         weight=args.weight, colors=None if args.colors == "any" else args.colors,
                         color_guidance=args.color_guidance)
