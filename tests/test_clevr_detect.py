@@ -163,3 +163,32 @@ def test_faint_small_object_without_a_labelled_pixel_is_still_counted():
         m = match(detect(faint), [s['objects'][0]['pixel_coords'][:2]], 2.56)
         assert m['num_detected'] == 1 and m['hits'] == [True], (key, m)
         assert detect(bare) == []
+
+
+def _two_hue_cube(key, R):
+    """A large rubber cube whose upper half is drawn in another hue (RGB rotated), as generated
+    samples often draw one object: a fragment of another colour with no centre of its own."""
+    s = sample_scene(key, 1, resolution=R, forced={'size': 'large', 'shape': 'cube', 'color': 'red',
+                                                   'material': 'rubber'})
+    im = render(s, R).astype(np.int16)
+    bare = render({**s, 'objects': []}, R).astype(np.int16)
+    obj = np.abs(im - bare).sum(-1) > 30
+    ys, _ = np.nonzero(obj)
+    top = obj & (np.arange(R)[:, None] < (ys.min() + ys.max()) / 2)
+    im[top] = im[top][:, [2, 0, 1]]
+    return s, im.clip(0, 255).astype(np.uint8)
+
+
+def test_a_two_hue_object_is_one_object(monkeypatch):
+    """A colour component without a centre that touches one with a centre is part of that object
+    (detect._join_fragments): counted once, at the object. Without the rule the second hue was
+    counted as a second object, the detector's main error on generated setting-A samples."""
+    from projcomp.clevr import detect as D
+    for R in (32, 64):
+        for key in ([77, 1], [77, 2], [77, 4]):
+            s, img = _two_hue_cube(key, R)
+            m = match(detect(img), [s['objects'][0]['pixel_coords'][:2]], max(2.0, 0.08 * R))
+            assert m['num_detected'] == 1 and m['hits'] == [True], (R, key, m)
+            monkeypatch.setattr(D, '_JOIN_TOUCHING', False)
+            assert len(detect(img)) == 2, (R, key)      # the fragment alone, counted before the rule
+            monkeypatch.setattr(D, '_JOIN_TOUCHING', True)
