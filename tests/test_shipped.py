@@ -85,8 +85,10 @@ def test_shipped_object_net_places_objects_and_hears_the_colour():
 def test_shipped_clutter_net_places_six_objects_among_its_clutter():
     """Setting C (Fig 3C) on the shipped clutter net: six places asked over the cluttered
     background (the net's null label, 1-5 objects anywhere). Measured at 12 steps, 4 seeds: every
-    one of the 24 places hit and 39 detections (the clutter kept); the GPU-trained net it replaced
-    hit 19 with 24 detections, so a net that loses places or erases the background fails."""
+    one of the 24 places hit and 28 detections (by eye 28-29 objects; 39 before the detector's
+    fragment join counted each hue of a multi-hue object); the GPU-trained net it replaced hit 19
+    with 24 detections (judged before the join), so a net that loses places, or draws nothing
+    but the places, fails."""
     zoo = Zoo(ROOT, resolution=32)
     name = zoo.find("clutter")
     assert (zoo.entries[name].get("condition") or {}).get("encoding") == "map-local"
@@ -97,4 +99,4 @@ def test_shipped_clutter_net_places_six_objects_among_its_clutter():
     hits = sum(sum(v["hits"]) for v in verdicts)
     detected = sum(v["num_detected"] for v in verdicts)
     assert hits >= 21, (hits, detected)                      # of 24 requested places
-    assert detected >= len(imgs) * (len(locs) + 1), (hits, detected)  # the places plus some clutter
+    assert detected > len(imgs) * len(locs), (hits, detected)  # the places plus some clutter
