@@ -192,3 +192,31 @@ def test_a_two_hue_object_is_one_object(monkeypatch):
             monkeypatch.setattr(D, '_JOIN_TOUCHING', False)
             assert len(detect(img)) == 2, (R, key)      # the fragment alone, counted before the rule
             monkeypatch.setattr(D, '_JOIN_TOUCHING', True)
+
+
+def _front_and_back(back_color, R, behind=1.4, right=0.6):
+    """A large blue rubber sphere with a large sphere of `back_color` partly hidden behind it."""
+    s = _two_spheres(behind, right, color='blue', R=R)
+    s['objects'][1]['color'] = back_color
+    return s
+
+
+def test_a_half_hidden_object_keeps_its_own_colour(monkeypatch):
+    """A gray object half hidden behind a blue one: its visible pixels are too pale for a hue, take
+    the blue component's label, and the centre net splits that component between the two centres.
+    Each part's colour is read from the disc at its own centre (detect._PART_COLOUR), so the back
+    object is gray; with the component's one colour for both parts it was blue (the colour target's
+    k = 2 miss on the shipped net: a gray object asked 0.13 image widths behind a blue one)."""
+    from projcomp.clevr import detect as D
+    for R, back in ((32, 'gray'), (64, 'gray'), (64, 'cyan')):
+        s = _front_and_back(back, R)
+        img = render(s, R)
+        gt = [o['pixel_coords'][:2] for o in s['objects']]
+        dets = detect(img)
+        m = match(dets, gt, max(2.0, 0.08 * R))
+        assert m['all_hit'] and m['num_detected'] == 2, (R, back, m)
+        assert [dets[a]['color'] for a in m['assignment']] == ['blue', back], (R, back)
+        monkeypatch.setattr(D, '_PART_COLOUR', False)
+        old = detect(img)
+        assert [old[a]['color'] for a in match(old, gt, max(2.0, 0.08 * R))['assignment']] == ['blue', 'blue']
+        monkeypatch.setattr(D, '_PART_COLOUR', True)

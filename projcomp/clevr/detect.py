@@ -19,9 +19,12 @@ renders and on blurrier generated samples):
    projcomp/clevr/weights/centernet, trained on our own renders with blur/noise/colour
    augmentation): each peak is attached to the component under it; a component holding several
    peaks (touching objects of one colour, even when their union is convex) is split among them
-   by a marker watershed; a component holding none is a fragment of a neighbour's mask (a dark
-   cube face, a metal reflection) unless it is object-sized. `centers='classical'` keeps the
-   model-free path instead: same-colour blobs are split where they are clearly non-convex.
+   by a marker watershed, and each part's colour is read from the disc at its own centre (a pale
+   object half hidden behind a coloured one took that one's label); a component holding none
+   joins a touching component that holds one (a second hue of a generated object, a dark cube
+   face, a metal reflection: `_join_fragments`), and is an object of its own only when it
+   touches none and is object-sized. `centers='classical'` keeps the model-free path instead:
+   same-colour blobs are split where they are clearly non-convex.
 6. Centre = the net's sub-pixel peak (the projected 3D centre, also for occluded objects; the
    classical path uses the centroid), size = area against the area a large/small object would
    have at that image position under the CLEVR camera, colour = majority label (the mean
@@ -256,6 +259,7 @@ _KEEP_EMPTY = 0.5    # a component without a centre is kept when its area >= thi
 _FRAGMENT = 0.5      # a component below this x a small object's area takes its colour from a disc
 _AGREE = 0.6         # ... and so does one where fewer than this fraction of pixels share a label
 _JOIN_TOUCHING = True  # a component without a centre that touches one with a centre is part of that object
+_PART_COLOUR = True    # a component split among several centres: each part's colour from the disc at its centre
 
 
 def _detect_with_centres(srgb, comps, lab, off, grad, min_area, cam, return_labels, fg):
@@ -326,7 +330,8 @@ def _detect_with_centres(srgb, comps, lab, off, grad, min_area, cam, return_labe
         for m, p in enumerate(pts, 1):
             part = (ws == m) & mask
             if part.any():
-                add(part, color, p[:2], sl)
+                own = _fragment_colour(None, p, off, comps > 0, xy, cam, R) if _PART_COLOUR else None
+                add(part, own or color, p[:2], sl)
     # A centre on the floor model's blind spot: the colour of the labelled foreground near it, or,
     # in an image where no pixel got a label, of the raw foreground near it.
     near_fg = comps > 0 if comps.any() else fg
