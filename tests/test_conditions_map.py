@@ -314,3 +314,32 @@ def test_map_local_term_and_empty_scene_differ_only_through_the_maps():
         assert torch.equal(d[0], d[2]) and torch.equal(d[1], d[2])   # deaf to the map: all the null label
         d = _net(clutter)(x[:3], torch.ones(3), L2)
         assert not torch.equal(d[0], d[2]) and not torch.equal(d[0], d[1])
+
+
+def test_color_only_map_fills_the_colour_channel_for_colour_anywhere_only(tmp_path):
+    """"color_only": "map": an object of colour c anywhere sets c's channel to 1 over the image;
+    placed labels, any-colour labels, the empty scene and the null label map as before (so old
+    checkpoints, whose schema lacks the key, are unchanged)."""
+    base = {**SCHEMA, "encoding": "map-local"}
+    enc, old = ConditionEncoder({**base, "color_only": "map"}), ConditionEncoder(base)
+    vals = [{"xy": (0.3, 0.6), "color": "red"}, (0.3, 0.6), {"color": "red"}, "empty", None]
+    labels = enc.encode_batch(vals)
+    m, m0 = enc.location_map(labels, 16), old.location_map(labels, 16)
+    red = 1 + COLORS.index("red")
+    assert torch.equal(m[2, red], torch.ones(16, 16))                  # red, anywhere
+    assert m[2, :red].abs().max() == 0 and m[2, red + 1:].abs().max() == 0   # no bump, no other colour
+    assert m0[2].abs().max() == 0                                      # before the key: nothing
+    keep = [0, 1, 3, 4]
+    assert torch.equal(m[keep], m0[keep])
+    assert torch.equal(enc.global_part(labels), old.global_part(labels))  # the global route is kept
+    with pytest.raises(ConditionError, match="color_only='map' needs colour maps"):
+        ConditionEncoder({**SCHEMA, "color_only": "map"})               # 'map' has no colour channels
+    with pytest.raises(ConditionError, match="color_only='anywhere'"):
+        ConditionEncoder({**base, "color_only": "anywhere"})
+    from projcomp.clevr.datasets import make_dataset
+    from projcomp.train import Trainer, TrainError, resolve_config
+    data = str(tmp_path / "loc.zip")
+    make_dataset("location-empty", 16, 16, data, seed=3, workers=1, progress=False)
+    with pytest.raises(TrainError, match="--color-only-map: needs colour maps"):
+        Trainer(resolve_config("tiny", {"cond_encoding": "map", "color_only_map": True, "duration": 32}), data,
+                str(tmp_path / "run"), progress=False)

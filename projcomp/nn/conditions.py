@@ -127,6 +127,15 @@ class ConditionEncoder:
                 self.classes = list(self.colors)
                 # One channel per palette colour beside the bump ("map-color", "map-local" with colours).
                 self.color_maps = self.encoding in ("map-color", "map-local") and bool(self.colors)
+                # How a colour-only label ("an object of colour c anywhere") reaches the net: only its
+                # global embedding ("global", every net before this key), or also its colour channel
+                # held at 1 over the whole image ("map": no bump, since there is no place).
+                self.color_only = schema.get("color_only", "global")
+                if self.color_only not in ("global", "map"):
+                    raise ConditionError(f"location schema color_only={self.color_only!r}: expected 'global' or 'map'")
+                if self.color_only == "map" and not self.color_maps:
+                    raise ConditionError("location schema color_only='map' needs colour maps (encoding 'map-color' or "
+                                         "'map-local' with 'colors')")
             elif self.type in ("color", "class", "multihot"):
                 self.classes = list(schema.get("classes") or [])
                 if not self.classes:
@@ -240,7 +249,11 @@ class ConditionEncoder:
         if self.color_maps:
             # The one-hot colour part of the label (scaled by the unit-norm rule; zeros = any colour).
             onehot = (labels[:, self.loc_dim:self.loc_dim + len(self.colors)] > 1e-6).float()
-            m = torch.cat([m, m * onehot[:, :, None, None]], dim=1)
+            cm = m * onehot[:, :, None, None]
+            if self.color_only == "map":  # colour, no place: the colour's channel is 1 everywhere
+                anywhere = (~present).float()[:, None, None, None] * onehot[:, :, None, None]
+                cm = cm + anywhere.expand(-1, -1, resolution, resolution)
+            m = torch.cat([m, cm], dim=1)
         return m
 
     @property

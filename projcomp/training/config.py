@@ -144,6 +144,9 @@ _GROUPS: dict[str, list[Field]] = {
            "and colour only as maps; a placed label's global embedding is the empty scene's)",
            choices=ENCODINGS),
         _F("map_sigma", 1.5 / 32, _float, "width of the map's bump, in image widths (1.5 px at 32 x 32)"),
+        _F("color_only_map", False, _bool,
+           "with colour maps: a colour-only label (an object of colour c anywhere) also sets its colour's "
+           "channel to 1 over the whole image (default: it reaches the net only by its global embedding)"),
     ],
     "optimisation": [
         _F("batch", 2048, _int, "global batch (images per update)"),

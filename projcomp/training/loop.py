@@ -240,6 +240,11 @@ class Trainer:
                 raise TrainError(f"--cond-encoding {enc}: {self.data} has no location labels (condition "
                                  f"{self.condition!r}); the map encodes a place")
             self.condition = {**self.condition, "encoding": enc, "map_sigma": float(self.cfg["map_sigma"])}
+        if self.cfg["color_only_map"]:
+            if enc not in ("map-color", "map-local") or not (self.condition or {}).get("colors"):
+                raise TrainError(f"--color-only-map: needs colour maps (--cond-encoding map-color or map-local on "
+                                 f"data with a colour per object); got --cond-encoding {enc} on {self.data}")
+            self.condition = {**self.condition, "color_only": "map"}
         if self.cfg["place_weight"] > 0 and (self.condition or {}).get("type") != "location":
             raise TrainError(f"--place-weight: {self.data} has no location labels (condition {self.condition!r}); "
                              f"the weight is placed around the labelled place")
