@@ -63,6 +63,11 @@ then see the same input everywhere but near the term's place, so locality is whe
 starts, not what it must learn. With "empty" the null label (p_u) and colour-only labels keep
 their global embeddings; without it a placed label is told from the null label by the map alone.
 
+A colour with no place ("color_only": "map", only with colour maps): "an object of colour c
+anywhere" reaches the net by its global embedding and, with this key, also as c's colour channel
+held at 1 over the whole image (no bump: there is no place). Without the key (every checkpoint
+before it) a colour-only label has all-zero maps. Measured in docs/clevr-models.md.
+
 Colour per object ("colors"). The label is [location features / sqrt(2K+1), one-hot colour],
 scaled to unit norm: location only, colour only and both all have unit norm, and dropping a
 part during training (zeroing it) gives the other conditionals of the SAME net: p(object at xy),
